@@ -1,0 +1,1 @@
+//! GRIN: unlearning for Llama-family language models, in candle.
