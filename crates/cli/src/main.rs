@@ -1,1 +1,50 @@
-fn main() {}
+//! The `grin` binary: thin wiring from the command line to the libraries.
+
+mod bar;
+mod commands;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// GRIN: make a language model forget data, and prove it.
+#[derive(Debug, Parser)]
+#[command(name = "grin", version, about)]
+struct Cli {
+    /// Worker threads for tensor work (default: all cores).
+    #[arg(long, global = true, env = "GRIN_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a synthetic benchmark (dataset, tokenizer, trained model, oracle).
+    #[command(subcommand)]
+    Fixture(commands::FixtureCommand),
+    /// Fine-tune every weight of a model on a dataset (answer-only loss).
+    Finetune(commands::FinetuneArgs),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(commands::BenchCommand),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRIN_LOG").unwrap_or_else(|_| "warn,grin=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle's CPU kernels size their thread pools from this variable;
+        // it must be set before the first tensor operation.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    match cli.command {
+        Command::Fixture(c) => commands::fixture(c),
+        Command::Finetune(a) => commands::finetune(a),
+        Command::Bench(c) => commands::bench(c),
+    }
+}

@@ -1,1 +1,20 @@
 //! GRIN: unlearning for Llama-family language models, in candle.
+//!
+//! This crate is the algorithm library: the trainable model, checkpoint I/O,
+//! datasets, the GRIN stages and the metrics. It does no networking and no
+//! database work, so it runs the same inside the CLI, a test or the worker.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod fixture;
+pub mod generate;
+pub mod model;
+pub mod progress;
+pub mod tofu;
+pub mod tokenizer;
+pub mod train;
+
+pub use error::{Error, Result};
