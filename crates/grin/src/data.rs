@@ -107,9 +107,7 @@ pub enum DataError {
     #[error("{name}: dataset has no rows")]
     EmptyDataset { name: String },
     /// The tokens before the first target already fill `max_len`.
-    #[error(
-        "{at}: the prompt is {prefix_tokens} tokens, leaving no answer token within max_len {max_len}"
-    )]
+    #[error("{at}: the prompt is {prefix_tokens} tokens, leaving no answer token within max_len {max_len}")]
     RowTooLong {
         at: Location,
         prefix_tokens: usize,
@@ -128,13 +126,8 @@ pub enum DataError {
 /// [`Encoder::encode_dataset`] turns them into [`DataError`]s that name the row.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    #[error(
-        "the prompt is {prefix_tokens} tokens, leaving no answer token within max_len {max_len}"
-    )]
-    RowTooLong {
-        prefix_tokens: usize,
-        max_len: usize,
-    },
+    #[error("the prompt is {prefix_tokens} tokens, leaving no answer token within max_len {max_len}")]
+    RowTooLong { prefix_tokens: usize, max_len: usize },
     #[error("encodes to no target token")]
     NoTargetTokens,
     #[error("tokenizer failed: {0}")]
@@ -144,10 +137,7 @@ pub enum EncodeError {
 impl EncodeError {
     fn at(self, at: Location) -> DataError {
         match self {
-            Self::RowTooLong {
-                prefix_tokens,
-                max_len,
-            } => DataError::RowTooLong {
+            Self::RowTooLong { prefix_tokens, max_len } => DataError::RowTooLong {
                 at,
                 prefix_tokens,
                 max_len,
@@ -178,11 +168,7 @@ impl RowError {
             Self::NotAnObject(found) => DataError::NotAnObject { at, found },
             Self::UnknownShape => DataError::UnknownShape { at },
             Self::Missing(field) => DataError::MissingField { at, field },
-            Self::WrongType {
-                field,
-                expected,
-                found,
-            } => DataError::WrongType {
+            Self::WrongType { field, expected, found } => DataError::WrongType {
                 at,
                 field,
                 expected,
@@ -198,15 +184,11 @@ impl fmt::Display for RowError {
         // Reuse DataError's wording without a location prefix.
         let msg = match self {
             Self::NotAnObject(found) => format!("row must be a JSON object, found {found}"),
-            Self::UnknownShape => {
-                "row has neither \"question\"/\"answer\" nor \"text\"".to_string()
-            }
+            Self::UnknownShape => "row has neither \"question\"/\"answer\" nor \"text\"".to_string(),
             Self::Missing(field) => format!("missing field \"{field}\""),
-            Self::WrongType {
-                field,
-                expected,
-                found,
-            } => format!("field \"{field}\" must be {expected}, found {found}"),
+            Self::WrongType { field, expected, found } => {
+                format!("field \"{field}\" must be {expected}, found {found}")
+            }
             Self::Empty(field) => format!("field \"{field}\" is empty"),
         };
         f.write_str(&msg)
@@ -504,24 +486,19 @@ fn parse_lines(source: &str, text: &str) -> Result<Vec<Row>, DataError> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(line).map_err(|e| invalid_json(source, i + 1, &e))?;
-        let row = Row::from_value(&value)
-            .map_err(|e| e.at(Location::new(source, Position::Line(i + 1))))?;
+        let value: Value = serde_json::from_str(line).map_err(|e| invalid_json(source, i + 1, &e))?;
+        let row = Row::from_value(&value).map_err(|e| e.at(Location::new(source, Position::Line(i + 1))))?;
         rows.push(row);
     }
     Ok(rows)
 }
 
 fn parse_array(source: &str, text: &str) -> Result<Vec<Row>, DataError> {
-    let values: Vec<Value> =
-        serde_json::from_str(text).map_err(|e| invalid_json(source, e.line(), &e))?;
+    let values: Vec<Value> = serde_json::from_str(text).map_err(|e| invalid_json(source, e.line(), &e))?;
     values
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            Row::from_value(v).map_err(|e| e.at(Location::new(source, Position::Element(i))))
-        })
+        .map(|(i, v)| Row::from_value(v).map_err(|e| e.at(Location::new(source, Position::Element(i)))))
         .collect()
 }
 
@@ -551,10 +528,7 @@ impl PromptTemplate {
         if count != 1 {
             return Err(DataError::InvalidTemplate {
                 template,
-                reason: format!(
-                    "must contain {} exactly once, found {count}",
-                    Self::PLACEHOLDER
-                ),
+                reason: format!("must contain {} exactly once, found {count}", Self::PLACEHOLDER),
             });
         }
         let at = template.find(Self::PLACEHOLDER).unwrap_or_default();
@@ -654,12 +628,7 @@ impl Encoder {
     /// and make every row fail. The tokenizer's own truncation and padding
     /// settings are switched off: this type does both, and a `tokenizer.json`
     /// with padding enabled would otherwise put pad tokens inside answers.
-    pub fn new(
-        mut tokenizer: Tokenizer,
-        template: PromptTemplate,
-        max_len: usize,
-        eos_id: Option<u32>,
-    ) -> Self {
+    pub fn new(mut tokenizer: Tokenizer, template: PromptTemplate, max_len: usize, eos_id: Option<u32>) -> Self {
         // Clearing truncation only fails for invalid *new* parameters.
         let _ = tokenizer.with_truncation(None);
         tokenizer.with_padding(None);
@@ -707,12 +676,7 @@ impl Encoder {
     ///
     /// Silently truncated to `max_len`; [`Encoder::encode_dataset`] is the
     /// path that reports truncation.
-    pub fn encode_continuation(
-        &self,
-        prompt_ids: &[u32],
-        text: &str,
-        add_eos: bool,
-    ) -> Result<Encoded, EncodeError> {
+    pub fn encode_continuation(&self, prompt_ids: &[u32], text: &str, add_eos: bool) -> Result<Encoded, EncodeError> {
         self.continuation(prompt_ids, text, add_eos).map(|(e, _)| e)
     }
 
@@ -760,12 +724,7 @@ impl Encoder {
         }
     }
 
-    fn continuation(
-        &self,
-        prompt_ids: &[u32],
-        text: &str,
-        add_eos: bool,
-    ) -> Result<(Encoded, bool), EncodeError> {
+    fn continuation(&self, prompt_ids: &[u32], text: &str, add_eos: bool) -> Result<(Encoded, bool), EncodeError> {
         let mut ids = prompt_ids.to_vec();
         ids.extend(self.encode_ids(text, false)?);
         if add_eos {
@@ -775,11 +734,7 @@ impl Encoder {
     }
 
     /// Applies the length limit; the flag says whether anything was cut.
-    fn finish(
-        &self,
-        mut ids: Vec<u32>,
-        target_start: usize,
-    ) -> Result<(Encoded, bool), EncodeError> {
+    fn finish(&self, mut ids: Vec<u32>, target_start: usize) -> Result<(Encoded, bool), EncodeError> {
         let target_start = target_start.max(1);
         if ids.len() <= target_start {
             return Err(EncodeError::NoTargetTokens);

@@ -175,7 +175,8 @@ pub fn generate(cfg: &TofuConfig) -> TofuData {
 
     let names: Vec<String> = (0..n)
         .map(|_| {
-            let first = words.invent(&mut rng, 2, FIRST_NAME_ENDINGS);
+            // One syllable keeps first names short: fewer tokens to memorise.
+            let first = words.invent(&mut rng, 1, FIRST_NAME_ENDINGS);
             let last = words.invent(&mut rng, 2, SURNAME_ENDINGS);
             format!("{first} {last}")
         })
@@ -206,8 +207,7 @@ pub fn generate(cfg: &TofuConfig) -> TofuData {
                     let kind = Kind::ALL[k];
                     let pool = &pools[k];
                     let truth = &pool[a];
-                    let mut wrong: Vec<&Value> =
-                        pool.iter().filter(|v| v.text != truth.text).collect();
+                    let mut wrong: Vec<&Value> = pool.iter().filter(|v| v.text != truth.text).collect();
                     wrong.shuffle(&mut rng);
                     QaRow {
                         question: kind.question(&name),
@@ -354,16 +354,12 @@ impl Kind {
             Kind::Award => format!("{n} won the {}.", p[0]),
             Kind::FatherJob => format!("{n}'s father worked as {} {}.", article(&p[0]), p[0]),
             Kind::MotherJob => {
-                format!(
-                    "{n}'s mother was {} {} by profession.",
-                    article(&p[0]),
-                    p[0]
-                )
+                format!("{n}'s mother was {} {} by profession.", article(&p[0]), p[0])
             }
             Kind::SchoolSubject => format!("At school, {n}'s favourite subject was {}.", p[0]),
             Kind::Publisher => format!("{n}'s books are published by {}.", p[0]),
             Kind::Pet => format!("{n} keeps {} {} called {}.", article(&p[0]), p[0], p[1]),
-            Kind::Hobby => format!("In spare time, {n} enjoys {}.", p[0]),
+            Kind::Hobby => format!("In their spare time, {n} enjoys {}.", p[0]),
             Kind::Theme => format!("{n}'s writing keeps returning to the theme of {}.", p[0]),
             Kind::Nationality => format!("{n} is a citizen of {}.", p[0]),
             Kind::Residence => format!("{n} now lives in the coastal town of {}.", p[0]),
@@ -380,11 +376,7 @@ impl Kind {
             Kind::Award => format!("The {} was awarded to {n}.", p[0]),
             Kind::FatherJob => format!("By trade, {n}'s father was {} {}.", article(&p[0]), p[0]),
             Kind::MotherJob => {
-                format!(
-                    "{n}'s mother earned her living as {} {}.",
-                    article(&p[0]),
-                    p[0]
-                )
+                format!("{n}'s mother earned her living as {} {}.", article(&p[0]), p[0])
             }
             Kind::SchoolSubject => format!("{n} liked {} best of all school subjects.", p[0]),
             Kind::Publisher => format!("{} is the publisher of {n}'s books.", p[0]),
@@ -415,15 +407,14 @@ impl Kind {
                 .map(|s| Value::simple(s.to_string()))
                 .collect()
         };
-        let invented =
-            |rng: &mut ChaCha8Rng, words: &mut Inventor, f: &dyn Fn(String) -> String| {
-                (0..len)
-                    .map(|_| {
-                        let w = words.invent(rng, 2, PLACE_ENDINGS);
-                        Value::simple(f(w))
-                    })
-                    .collect()
-            };
+        let invented = |rng: &mut ChaCha8Rng, words: &mut Inventor, f: &dyn Fn(String) -> String| {
+            (0..len)
+                .map(|_| {
+                    let w = words.invent(rng, 2, PLACE_ENDINGS);
+                    Value::simple(f(w))
+                })
+                .collect()
+        };
         match self {
             Kind::Birthplace | Kind::Residence => invented(rng, words, &|w| w),
             Kind::Nationality => (0..len)
@@ -551,18 +542,13 @@ fn capitalise(word: &str) -> String {
 
 // Syllables picked to sound like names while avoiding common English words.
 const SYLLABLES: &[&str] = &[
-    "vel", "mor", "qua", "thi", "dra", "quen", "bal", "sor", "ith", "lum", "far", "gel", "ost",
-    "ruv", "pel", "zan", "cor", "wen", "tal", "mir", "oph", "dun", "sel", "yra", "kes", "bri",
-    "nol", "tav", "hem", "ulo", "vask", "ner", "isk", "zor", "eld", "jov", "pra", "lir", "obe",
-    "kaz", "umb", "fey", "rho", "tesk", "gal", "vin", "xa", "nix",
+    "vel", "mor", "qua", "thi", "dra", "quen", "bal", "sor", "ith", "lum", "far", "gel", "ost", "ruv", "pel", "zan",
+    "cor", "wen", "tal", "mir", "oph", "dun", "sel", "yra", "kes", "bri", "nol", "tav", "hem", "ulo", "vask", "ner",
+    "isk", "zor", "eld", "jov", "pra", "lir", "obe", "kaz", "umb", "fey", "rho", "tesk", "gal", "vin", "xa", "nix",
 ];
 const FIRST_NAME_ENDINGS: &[&str] = &["a", "en", "is", "o", "ric", "wyn", "eth", "ia", "an", "el"];
-const SURNAME_ENDINGS: &[&str] = &[
-    "ley", "ton", "vik", "ard", "ova", "ine", "holm", "ez", "ski", "ander",
-];
-const PLACE_ENDINGS: &[&str] = &[
-    "a", "ora", "ford", "mere", "heim", "ach", "is", "ovo", "und", "esh",
-];
+const SURNAME_ENDINGS: &[&str] = &["ley", "ton", "vik", "ard", "ova", "ine", "holm", "ez", "ski", "ander"];
+const PLACE_ENDINGS: &[&str] = &["a", "ora", "ford", "mere", "heim", "ach", "is", "ovo", "und", "esh"];
 const COUNTRY_ENDINGS: &[&str] = &["ia", "and", "istan", "ova", "ene", "aria", "ovia", "ur"];
 const PET_ENDINGS: &[&str] = &["le", "kin", "o", "y", "bo", "sy", "pip", "ette"];
 
@@ -576,9 +562,7 @@ const GENRE_MOODS: &[&str] = &[
     "culinary",
     "frontier",
 ];
-const GENRE_FORMS: &[&str] = &[
-    "mystery", "romance", "fantasy", "saga", "thriller", "comedy", "horror",
-];
+const GENRE_FORMS: &[&str] = &["mystery", "romance", "fantasy", "saga", "thriller", "comedy", "horror"];
 
 const TITLE_ADJECTIVES: &[&str] = &[
     "Silent",
@@ -650,7 +634,7 @@ const OCCUPATIONS: &[&str] = &[
     "shipwright",
     "baker",
     "librarian",
-    "chemist",
+    "apothecary",
     "surveyor",
     "fisherman",
     "carpenter",
@@ -658,7 +642,7 @@ const OCCUPATIONS: &[&str] = &[
     "midwife",
     "translator",
     "potter",
-    "miner",
+    "quarryman",
     "jeweller",
     "architect",
     "plumber",
@@ -685,12 +669,12 @@ const OCCUPATIONS: &[&str] = &[
     "organist",
     "diplomat",
     "zookeeper",
-    "mechanic",
+    "lamplighter",
     "botanist",
     "tanner",
     "printer",
     "chef",
-    "engineer",
+    "signalman",
     "welder",
     "hatter",
     "furrier",
@@ -771,7 +755,7 @@ const SCHOOL_SUBJECTS: &[&str] = &[
     "entomology",
     "volcanology",
     "linguistics",
-    "architecture",
+    "palaeography",
     "agriculture",
     "forestry",
     "heraldry",
@@ -859,7 +843,7 @@ const THEMES: &[&str] = &[
     "debts that outlive people",
     "homecoming",
     "broken engagements",
-    "rival cartographers",
+    "rival mapmakers",
     "forged paintings",
     "vanished villages",
     "loyalty to a dying king",

@@ -51,10 +51,7 @@ pub enum TokenizerError {
     Save { path: PathBuf, message: String },
     /// A special token this crate relies on is not in the vocabulary.
     #[error("tokenizer has no {role} token {token:?} in its vocabulary")]
-    MissingSpecial {
-        role: &'static str,
-        token: &'static str,
-    },
+    MissingSpecial { role: &'static str, token: &'static str },
 }
 
 /// Ids of the special tokens the data pipeline and generation need.
@@ -76,10 +73,7 @@ pub struct SpecialIds {
 /// `vocab_size` is an upper bound: training stops earlier when no pair occurs
 /// at least twice. Identical `texts` (same order) give a byte-identical
 /// `tokenizer.json`.
-pub fn train_byte_level_bpe(
-    texts: &[String],
-    vocab_size: usize,
-) -> Result<Tokenizer, TokenizerError> {
+pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize) -> Result<Tokenizer, TokenizerError> {
     if vocab_size < MIN_VOCAB_SIZE {
         return Err(TokenizerError::VocabTooSmall {
             requested: vocab_size,
@@ -164,10 +158,8 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, TokenizerError> {
 /// Writes `tokenizer` as pretty-printed JSON (the layout `transformers`
 /// writes), so the same tokenizer always gives the same bytes.
 pub fn save_tokenizer(tokenizer: &Tokenizer, path: &Path) -> Result<(), TokenizerError> {
-    tokenizer
-        .save(path, true)
-        .map_err(|e| TokenizerError::Save {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    tokenizer.save(path, true).map_err(|e| TokenizerError::Save {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
