@@ -10,6 +10,7 @@ use grin::checkpoint::{load_model, load_tokenizer, save_model, SaveOptions};
 use grin::data::{load_dataset, Encoder, PromptTemplate};
 use grin::fixture::{build_tofu_mini, TofuMiniConfig};
 use grin::train::{batch_mean_nll, finetune as run_finetune, AdamW, AdamWConfig, FinetuneConfig};
+use grin::unlearn::{Method, UnlearnConfig};
 use serde::de::DeserializeOwned;
 
 use crate::bar::Bars;
@@ -71,8 +72,16 @@ pub fn fixture(cmd: FixtureCommand) -> Result<()> {
     let mut bars = Bars::new();
     let report = build_tofu_mini(&cfg, &args.out, &mut bars)?;
     bars.finish();
-    println!("tofu-mini written to {} in {:.0}s ({} parameters)", args.out.display(), report.seconds, report.parameters);
-    println!("{:<8} {:>10} {:>10} {:>10} {:>10} {:>8}", "model", "forget10", "retain90", "holdout", "loss", "seconds");
+    println!(
+        "tofu-mini written to {} in {:.0}s ({} parameters)",
+        args.out.display(),
+        report.seconds,
+        report.parameters
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "model", "forget10", "retain90", "holdout", "loss", "seconds"
+    );
     let mut rows = vec![("model", &report.model)];
     if let Some(o) = &report.oracle {
         rows.push(("oracle", o));
@@ -178,6 +187,150 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
             ..SaveOptions::default()
         },
     )?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct UnlearnArgs {
+    /// Input model directory (Hugging Face layout with tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The rows to forget.
+    #[arg(long)]
+    forget: PathBuf,
+    /// Rows whose knowledge must stay (rows also in the forget set are dropped).
+    #[arg(long)]
+    retain: PathBuf,
+    /// Output directory for the new checkpoint (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// grin, graddiff, npo, idk, simnpo or ga.
+    #[arg(long, default_value = "grin")]
+    method: String,
+    /// Overrides of the method's configuration (TOML or JSON), see `UnlearnConfig`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prompt template for QA rows; must contain `{question}`.
+    #[arg(long, default_value = "Question: {question}\nAnswer: ")]
+    template: String,
+}
+
+/// Merges `overrides` into `base` object by object (arrays and scalars are
+/// replaced).
+fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The method's preset with a config file's fields laid over it.
+pub fn unlearn_config(method: &str, file: Option<&Path>, seed: Option<u64>) -> Result<UnlearnConfig> {
+    let method = Method::parse(method).with_context(|| {
+        format!(
+            "unknown --method {method:?}; expected one of {}",
+            Method::NAMES.join(", ")
+        )
+    })?;
+    let mut value = serde_json::to_value(method.preset())?;
+    if let Some(path) = file {
+        let overrides: serde_json::Value = read_config(path)?;
+        merge(&mut value, overrides);
+    }
+    let mut cfg: UnlearnConfig = serde_json::from_value(value).with_context(|| {
+        format!(
+            "invalid config {}",
+            file.map(|p| p.display().to_string()).unwrap_or_default()
+        )
+    })?;
+    if let Some(s) = seed {
+        cfg.seed = s;
+    }
+    grin::unlearn::validate(&cfg)?;
+    Ok(cfg)
+}
+
+pub fn unlearn(args: UnlearnArgs) -> Result<()> {
+    let cfg = unlearn_config(&args.method, args.config.as_deref(), args.seed)?;
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!("--out {} exists and is not empty", args.out.display());
+    }
+    let device = Device::Cpu;
+    let model = load_model(&args.model, &device, None)?;
+    let tokenizer = load_tokenizer(&args.model)?;
+    let mc = model.config();
+    let eos = mc.eos_token_ids.first().copied();
+    let encoder = Encoder::new(
+        tokenizer,
+        PromptTemplate::new(args.template.clone())?,
+        mc.max_position_embeddings,
+        eos,
+    );
+    let forget = load_dataset(&args.forget)?;
+    let retain = load_dataset(&args.retain)?;
+    let pad = mc.pad_token_id.or(eos).unwrap_or(0);
+    let forget_ex = encoder.encode_dataset(&forget)?;
+    let before = grin::eval::mean(&grin::eval::answer_probability(
+        &model.inference(),
+        &forget_ex,
+        pad,
+        32,
+    )?);
+
+    let mut bars = Bars::new();
+    let t0 = Instant::now();
+    let report = grin::unlearn::unlearn(&model, &encoder, &forget, &retain, &cfg, &mut bars)?;
+    bars.finish();
+    let after = grin::eval::mean(&grin::eval::answer_probability(
+        &model.inference(),
+        &forget_ex,
+        pad,
+        32,
+    )?);
+    if report.dropped_from_retain > 0 {
+        eprintln!(
+            "note: {} retain row(s) also in the forget set were dropped from retain",
+            report.dropped_from_retain
+        );
+    }
+    let record = serde_json::json!({
+        "method": args.method,
+        "base_model": args.model,
+        "seed": cfg.seed,
+        "forget_answer_probability": {"before": before, "after": after},
+        "seconds": t0.elapsed().as_secs_f64(),
+        "report": report,
+    });
+    save_model(
+        &model,
+        &args.out,
+        &SaveOptions {
+            aux_from: Some(args.model.clone()),
+            extra_files: vec![("unlearn.json".into(), serde_json::to_vec_pretty(&record)?)],
+            ..SaveOptions::default()
+        },
+    )?;
+    println!(
+        "{}: selected {} of {} scored weights ({:.2}%), {} steps{}; forget answer probability {before:.4} -> {after:.4}",
+        args.method,
+        report.mask.selected,
+        report.mask.scored,
+        report.mask.fraction * 100.0,
+        report.steps.len(),
+        if report.stopped_early { " (early stop)" } else { "" },
+    );
     println!("wrote {}", args.out.display());
     Ok(())
 }

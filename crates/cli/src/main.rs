@@ -24,6 +24,9 @@ enum Command {
     Fixture(commands::FixtureCommand),
     /// Fine-tune every weight of a model on a dataset (answer-only loss).
     Finetune(commands::FinetuneArgs),
+    /// Make a model forget a dataset (GRIN or a baseline) and write the new
+    /// checkpoint with `unlearn.json`.
+    Unlearn(commands::UnlearnArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::BenchCommand),
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Fixture(c) => commands::fixture(c),
         Command::Finetune(a) => commands::finetune(a),
+        Command::Unlearn(a) => commands::unlearn(a),
         Command::Bench(c) => commands::bench(c),
     }
 }

@@ -318,8 +318,8 @@ fn write_into(model: &Model, dir: &Path, opts: &SaveOptions) -> Result<()> {
         .dtype
         .or_else(|| cfg.torch_dtype.as_deref().and_then(dtype_from_torch))
         .unwrap_or(model.dtype());
-    let config = serde_json::to_string_pretty(&cfg.to_json(torch_dtype_name(dtype)))
-        .map_err(|e| Error::InvalidArgument {
+    let config =
+        serde_json::to_string_pretty(&cfg.to_json(torch_dtype_name(dtype))).map_err(|e| Error::InvalidArgument {
             field: "config",
             message: e.to_string(),
         })?;

@@ -225,7 +225,11 @@ impl ModelConfig {
 
         if let Some(act) = field(&raw, "hidden_act") {
             if act.as_str() != Some("silu") {
-                return Err(unsupported("hidden_act", act.to_string(), "only \"silu\" (SwiGLU MLP) is implemented"));
+                return Err(unsupported(
+                    "hidden_act",
+                    act.to_string(),
+                    "only \"silu\" (SwiGLU MLP) is implemented",
+                ));
             }
         }
         if r.bool_or("mlp_bias", false)? {
@@ -285,7 +289,10 @@ impl ModelConfig {
                             s.factor.is_finite() && s.low_freq_factor.is_finite() && s.high_freq_factor.is_finite()
                         })
                         .ok_or_else(|| {
-                            r.invalid("`rope_scaling` of type llama3 needs factor, low_freq_factor and high_freq_factor".into())
+                            r.invalid(
+                                "`rope_scaling` of type llama3 needs factor, low_freq_factor and high_freq_factor"
+                                    .into(),
+                            )
                         })
                         .map(Some)?
                     }
@@ -379,7 +386,9 @@ impl ModelConfig {
             "torch_dtype": "float32",
             "use_cache": true,
         });
-        let Value::Object(raw) = raw else { unreachable!("json! object literal") };
+        let Value::Object(raw) = raw else {
+            unreachable!("json! object literal")
+        };
         Self::from_raw(raw, Path::new("<generated config>")).expect("generated config is valid")
     }
 
@@ -439,7 +448,10 @@ impl ModelConfig {
 
     /// Number of parameters.
     pub fn num_parameters(&self) -> usize {
-        self.tensor_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.tensor_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 }
 

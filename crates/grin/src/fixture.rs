@@ -104,7 +104,10 @@ struct Renamed<'a> {
 
 impl Observer for Renamed<'_> {
     fn progress(&mut self, p: &Progress) {
-        self.inner.progress(&Progress { stage: self.stage, ..p.clone() })
+        self.inner.progress(&Progress {
+            stage: self.stage,
+            ..p.clone()
+        })
     }
     fn is_cancelled(&self) -> bool {
         self.inner.is_cancelled()
@@ -119,7 +122,10 @@ pub fn build_tofu_mini(cfg: &TofuMiniConfig, out: &Path, observer: &mut dyn Obse
             message: format!("{} exists and is not empty", out.display()),
         });
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
@@ -182,7 +188,11 @@ fn build_into(cfg: &TofuMiniConfig, dir: &Path, observer: &mut dyn Observer) -> 
     let forget = encode("forget10.jsonl")?;
     let holdout = encode("holdout.jsonl")?;
 
-    let train = |examples: &[crate::data::Encoded], out: PathBuf, stage: &'static str, obs: &mut dyn Observer| -> Result<SplitScores> {
+    let train = |examples: &[crate::data::Encoded],
+                 out: PathBuf,
+                 stage: &'static str,
+                 obs: &mut dyn Observer|
+     -> Result<SplitScores> {
         let t0 = Instant::now();
         let model = Model::new_random(&model_cfg, DType::F32, &Device::Cpu, cfg.init_seed, cfg.init_std)?;
         let mut renamed = Renamed { inner: obs, stage };
@@ -196,9 +206,8 @@ fn build_into(cfg: &TofuMiniConfig, dir: &Path, observer: &mut dyn Observer) -> 
             },
         )?;
         let net = model.inference();
-        let score = |xs: &[crate::data::Encoded]| -> Result<f32> {
-            Ok(mean(&answer_probability(&net, xs, special.pad, 32)?))
-        };
+        let score =
+            |xs: &[crate::data::Encoded]| -> Result<f32> { Ok(mean(&answer_probability(&net, xs, special.pad, 32)?)) };
         Ok(SplitScores {
             forget10: score(&forget)?,
             retain90: score(&retain)?,

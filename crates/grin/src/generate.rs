@@ -16,7 +16,12 @@ pub fn greedy(net: &Transformer, prompt: &[u32], max_new_tokens: usize, eos: &[u
 }
 
 /// Greedy continuations of many prompts, in input order.
-pub fn greedy_batch(net: &Transformer, prompts: &[Vec<u32>], max_new_tokens: usize, eos: &[u32]) -> Result<Vec<Vec<u32>>> {
+pub fn greedy_batch(
+    net: &Transformer,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    eos: &[u32],
+) -> Result<Vec<Vec<u32>>> {
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, p) in prompts.iter().enumerate() {
         if p.is_empty() {

@@ -4,6 +4,7 @@
 //! datasets, the GRIN stages and the metrics. It does no networking and no
 //! database work, so it runs the same inside the CLI, a test or the worker.
 
+pub mod certificate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -11,10 +12,14 @@ pub mod error;
 pub mod eval;
 pub mod fixture;
 pub mod generate;
+pub mod metrics;
 pub mod model;
+pub mod noise;
 pub mod progress;
+pub mod saliency;
 pub mod tofu;
 pub mod tokenizer;
 pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};

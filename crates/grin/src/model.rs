@@ -481,13 +481,58 @@ impl Model {
         for l in &mut net.layers {
             l.input_norm = d(&l.input_norm);
             l.post_norm = d(&l.post_norm);
-            for lin in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+            for lin in [
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
                 lin.weight = d(&lin.weight);
                 lin.bias = lin.bias.as_ref().map(d);
             }
         }
         net.differentiable = false;
         net
+    }
+
+    /// A differentiable network in which only the `trainable` tensors are
+    /// variables; the rest are detached constants, so a backward pass neither
+    /// computes nor stores their gradients.
+    pub fn net_training_only(&self, trainable: &std::collections::BTreeSet<String>) -> Result<Transformer> {
+        let data = self.varmap.data().lock().expect("VarMap lock");
+        let get = |name: &str| -> Result<Tensor> {
+            let var = data
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {name}")))?;
+            Ok(if trainable.contains(name) {
+                var.as_tensor().clone()
+            } else {
+                var.as_tensor().detach()
+            })
+        };
+        Transformer::new(&self.net.cfg, &get, true)
+    }
+
+    /// A frozen inference network holding *copies* of the `copied` tensors
+    /// and sharing storage for the rest. Used as the reference model of NPO
+    /// and KL losses: only the tensors an unlearning run may change need a
+    /// second copy in memory.
+    pub fn frozen_reference(&self, copied: &std::collections::BTreeSet<String>) -> Result<Transformer> {
+        let data = self.varmap.data().lock().expect("VarMap lock");
+        let get = |name: &str| -> Result<Tensor> {
+            let var = data
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {name}")))?;
+            if copied.contains(name) {
+                var.as_tensor().detach().copy()
+            } else {
+                Ok(var.as_tensor().detach())
+            }
+        };
+        Transformer::new(&self.net.cfg, &get, false)
     }
 
     /// All variables by Hugging Face name, sorted by name.

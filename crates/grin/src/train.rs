@@ -35,7 +35,11 @@ pub fn item_mean_nll(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
 /// loss; rows with more answer tokens weigh more).
 pub fn batch_mean_nll(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     let nll = token_nll(logits, batch)?;
-    let count = batch.target_mask.sum_all()?.clamp(1f32, f32::MAX)?.to_dtype(nll.dtype())?;
+    let count = batch
+        .target_mask
+        .sum_all()?
+        .clamp(1f32, f32::MAX)?
+        .to_dtype(nll.dtype())?;
     nll.sum_all()? / count
 }
 
@@ -100,7 +104,10 @@ impl AdamWConfig {
 
     /// Checks ranges.
     pub fn validate(&self) -> std::result::Result<(), Error> {
-        let bad = |message: String| Error::InvalidArgument { field: "optimizer", message };
+        let bad = |message: String| Error::InvalidArgument {
+            field: "optimizer",
+            message,
+        };
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(bad(format!("lr must be positive, got {}", self.lr)));
         }
@@ -110,7 +117,10 @@ impl AdamWConfig {
         if self.weight_decay < 0.0 || self.eps <= 0.0 {
             return Err(bad("weight_decay must be >= 0 and eps > 0".into()));
         }
-        if self.max_grad_norm.is_some_and(|n| n.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+        if self
+            .max_grad_norm
+            .is_some_and(|n| n.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
             return Err(bad("max_grad_norm must be positive".into()));
         }
         Ok(())
@@ -206,7 +216,9 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
-            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
             let g = (self.masked(s, g)? * clip)?;
             let m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;

@@ -59,7 +59,16 @@ fn ids(b: usize, t: usize, vocab: usize, seed: u32) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The random model's weights as a plain map, for candle-transformers.
@@ -152,7 +161,11 @@ fn per_token_loss_matches_transformers() -> Result<()> {
         let diff = max_abs_diff(&nll, &Tensor::new(expected, &Device::Cpu)?);
         assert!(diff < 1e-4, "{}: max |Δnll| = {diff}", case.display());
     }
-    assert!(cases >= 5, "expected the reference cases in {}, found {cases}", dir.display());
+    assert!(
+        cases >= 5,
+        "expected the reference cases in {}, found {cases}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -216,7 +229,11 @@ fn gradients_match_finite_differences() -> Result<()> {
         };
         let h = 1e-5;
         for (name, var) in model.vars() {
-            let g = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+            let g = grads
+                .get(var.as_tensor())
+                .expect("gradient")
+                .flatten_all()?
+                .to_vec1::<f64>()?;
             let original = var.as_tensor().copy()?;
             let flat = original.flatten_all()?.to_vec1::<f64>()?;
             for &k in &[0, flat.len() / 2, flat.len() - 1] {
@@ -247,7 +264,10 @@ fn file_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| {
             let p = e.unwrap().path();
-            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
         })
         .collect()
 }
@@ -265,7 +285,10 @@ fn save_then_load_is_bit_identical() -> Result<()> {
         for ((n1, t1), (n2, t2)) in model.tensors().iter().zip(loaded.tensors().iter()) {
             assert_eq!(n1, n2);
             let (x, y): (Vec<f32>, Vec<f32>) = (t1.flatten_all()?.to_vec1()?, t2.flatten_all()?.to_vec1()?);
-            assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "{n1} changed");
+            assert!(
+                x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{n1} changed"
+            );
         }
         // Writing the loaded model again gives the same bytes.
         let b = tmp.path().join(format!("b{i}"));
@@ -280,10 +303,7 @@ fn save_then_load_is_bit_identical() -> Result<()> {
         let manifest = save_model(&model, &s, &opts)?;
         assert!(manifest.iter().filter(|m| m.path.ends_with(".safetensors")).count() >= 2);
         let sharded = load_model(&s, &Device::Cpu, None)?;
-        let diff = max_abs_diff(
-            &sharded.forward(&ids(1, 5, 61, 0))?,
-            &model.forward(&ids(1, 5, 61, 0))?,
-        );
+        let diff = max_abs_diff(&sharded.forward(&ids(1, 5, 61, 0))?, &model.forward(&ids(1, 5, 61, 0))?);
         assert_eq!(diff, 0.0);
         // Tied models do not write a duplicate lm_head.
         let tensors = candle_core::safetensors::load(a.join("model.safetensors"), &Device::Cpu)?;
@@ -299,7 +319,9 @@ fn saving_refuses_a_non_empty_target_and_leaves_no_temporary() -> Result<()> {
     let out = tmp.path().join("out");
     std::fs::create_dir(&out)?;
     std::fs::write(out.join("keep.txt"), "x")?;
-    let err = save_model(&model, &out, &SaveOptions::default()).unwrap_err().to_string();
+    let err = save_model(&model, &out, &SaveOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not empty"), "{err}");
     let names: Vec<_> = std::fs::read_dir(tmp.path())?.map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "a temporary directory was left behind: {names:?}");
@@ -330,7 +352,10 @@ fn bad_checkpoints_are_refused_with_the_reason() -> Result<()> {
     assert!(err.contains("model.norm.weight") && err.contains("shape"), "{err}");
 
     tensors.insert("model.norm.weight".into(), Tensor::ones(32, DType::F32, &Device::Cpu)?);
-    tensors.insert("model.layers.0.mlp.gate_proj.bias".into(), Tensor::ones(48, DType::F32, &Device::Cpu)?);
+    tensors.insert(
+        "model.layers.0.mlp.gate_proj.bias".into(),
+        Tensor::ones(48, DType::F32, &Device::Cpu)?,
+    );
     candle_core::safetensors::save(&tensors, &st)?;
     let err = load_model(&dir, &Device::Cpu, None).unwrap_err().to_string();
     assert!(err.contains("gate_proj.bias"), "{err}");
