@@ -1,0 +1,6 @@
+mod audit;
+mod keys_corpus;
+mod purge;
+mod queue;
+mod registry;
+mod requests;
