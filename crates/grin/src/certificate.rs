@@ -486,8 +486,10 @@ impl Certificate {
                 return Err(malformed(format!("{field} is not an RFC 3339 timestamp")));
             }
         }
-        if self.started_at.ends_with('Z') && self.finished_at.ends_with('Z') && self.started_at > self.finished_at {
-            return Err(malformed("finished_at is before started_at"));
+        if let (Some(start), Some(end)) = (utc_instant(&self.started_at), utc_instant(&self.finished_at)) {
+            if start > end {
+                return Err(malformed("finished_at is before started_at"));
+            }
         }
         Ok(())
     }
@@ -968,6 +970,20 @@ pub fn rfc3339_from_unix(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// A `Z` timestamp accepted by [`is_rfc3339`] as a comparable pair (the
+/// fixed-width date-time text, the fraction of a second); `None` for other
+/// offsets.
+fn utc_instant(s: &str) -> Option<(&str, f64)> {
+    let body = s.strip_suffix('Z')?;
+    let (whole, frac) = body.split_at(body.len().min(19));
+    let frac = if frac.is_empty() {
+        0.0
+    } else {
+        format!("0{frac}").parse().ok()?
+    };
+    Some((whole, frac))
 }
 
 /// Whether `s` is an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS[.fraction]`

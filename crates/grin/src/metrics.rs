@@ -233,7 +233,7 @@ fn is_consonant(w: &[char], mut i: usize) -> bool {
         negate = !negate;
         i -= 1;
     }
-    (!is_vowel(w[i])) != negate
+    is_vowel(w[i]) == negate
 }
 
 fn consonant_flags(w: &[char]) -> Vec<bool> {
@@ -697,9 +697,10 @@ const E128: i64 = 128;
 /// recursions for small n, and the Pelz-Good expansion for large n.
 ///
 /// Precision: scipy partly works in x87 extended precision and computes
-/// `smirnov` in double-double; this port is plain f64 (the Smirnov sum in log
-/// space), which agrees with scipy to about 1e-13 relative on the tested
-/// range. `n = 0` gives NaN (undefined, as in scipy).
+/// `smirnov` in double-double; this port is f64 (the Smirnov sum in log space
+/// with error-free transformations), within 3e-14 relative of scipy on the
+/// tested points (n up to 200 000, p down to 1e-80). `n = 0` gives NaN
+/// (undefined, as in scipy).
 pub fn kstwo_sf(d: f64, n: u64) -> f64 {
     if n == 0 || d.is_nan() {
         return f64::NAN;
@@ -758,6 +759,8 @@ pub fn kstwo_sf(d: f64, n: u64) -> f64 {
     (1.0 - cdf).clamp(0.0, 1.0)
 }
 
+// Verbatim from scipy/stats/_ksstats.py (B_2j / (2j(2j − 1)), j = 8..1).
+#[allow(clippy::excessive_precision)]
 const STIRLING_COEFFS: [f64; 8] = [
     -2.955065359477124183e-2,
     6.4102564102564102564e-3,
@@ -1059,9 +1062,9 @@ fn kolmogn_pelz_good_cdf(n: u64, x: f64) -> f64 {
 /// Survival function of the one-sided KS statistic, Pr(D_n^+ >= x)
 /// (`scipy.special.smirnov(n, x)`): the Birnbaum-Tingey sum
 /// x · Σ_{v < n(1−x)} C(n, v) (x + v/n)^(v−1) (1 − x − v/n)^(n−v),
-/// whose terms are all positive; evaluated in log space. n·x is split into
-/// floor and fraction with an exact residual (as scipy does in double-double)
-/// so that x + v/n and 1 − x − v/n are accurate.
+/// whose terms are all positive; each term is evaluated in log space. n·x is
+/// split into floor and fraction with an exact residual (scipy does this in
+/// double-double) so that x + v/n and 1 − x − v/n are accurate.
 fn smirnov_sf(n: u64, x: f64) -> f64 {
     if !(0.0..=1.0).contains(&x) {
         return f64::NAN;
@@ -1108,22 +1111,38 @@ fn smirnov_sf(n: u64, x: f64) -> f64 {
         };
     }
     let nxfl = nxfl as u64;
-    let n_terms = n - nxfl; // v with 1 - x - v/n > 0
-    let ln_n = nf.ln();
+    // For large n the log of a term is a small difference of numbers ~n, so
+    // it is assembled from error-free transformations (two_sum / two_prod)
+    // and ln C(n, v) is accumulated with compensation; what remains is the
+    // rounding of the two logarithms (3e-14 relative measured at n = 2e5).
+    let n_terms = n - nxfl; // v with 1 − x − v/n > 0
     let ln_x = x.ln();
-    let mut ln_c = 0.0f64; // ln C(n, v)
-    let mut sum = 0.0f64;
-    let mut comp = 0.0f64; // Neumaier compensation
+    let mut ln_c = (0.0f64, 0.0f64); // ln C(n, v) as hi + lo
+    let (mut sum, mut comp) = (0.0f64, 0.0f64);
     let mut past_peak = false;
     let mut last = 0.0f64;
     for v in 0..n_terms {
         if v > 0 {
-            ln_c += ((n - v + 1) as f64 / v as f64).ln();
+            let (s, e) = two_sum(ln_c.0, ((n - v + 1) as f64 / v as f64).ln());
+            ln_c = (s, ln_c.1 + e);
         }
-        let t1 = (nxfl + v) as f64 + alpha; // n·(x + v/n)
-        let t2 = (n - nxfl - v) as f64 - alpha; // n·(1 − x − v/n)
-        let ln_term = ln_c + ln_x + (v as f64 - 1.0) * (t1.ln() - ln_n) + (n - v) as f64 * (t2.ln() - ln_n);
-        let term = ln_term.exp();
+        // r1 = x + v/n and r2 = 1 − x − v/n, each from its exact integer part
+        // and alpha; ln r2 through log1p(−r1) while r1 is small.
+        let r1 = ((nxfl + v) as f64 + alpha) / nf;
+        let t2 = (n - nxfl - v) as f64 - alpha;
+        let ln_r2 = if r1 < 0.5 { (-r1).ln_1p() } else { (t2 / nf).ln() };
+        if !(r1 > 0.0 && ln_r2.is_finite()) {
+            continue; // a zero term (cannot happen for v in range; defensive)
+        }
+        let a = two_prod(v as f64 - 1.0, r1.ln());
+        let b = two_prod((n - v) as f64, ln_r2);
+        let (mut hi, mut lo) = (0.0f64, 0.0f64);
+        for part in [ln_c.0, a.0, b.0, ln_x, ln_c.1, a.1, b.1] {
+            let (s, e) = two_sum(hi, part);
+            hi = s;
+            lo += e;
+        }
+        let term = (hi + lo).exp();
         let s = sum + term;
         comp += if sum.abs() >= term.abs() {
             (sum - s) + term
@@ -1140,6 +1159,19 @@ fn smirnov_sf(n: u64, x: f64) -> f64 {
         }
     }
     sum + comp
+}
+
+/// Error-free sum: a + b = s + e exactly.
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Error-free product: a · b = p + e exactly (fused multiply-add).
+fn two_prod(a: f64, b: f64) -> (f64, f64) {
+    let p = a * b;
+    (p, a.mul_add(b, -p))
 }
 
 // --------------------------------------------------------------- ROC-AUC
