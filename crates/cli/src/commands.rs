@@ -335,6 +335,156 @@ pub fn unlearn(args: UnlearnArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model directory (Hugging Face layout with tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    forget: PathBuf,
+    #[arg(long)]
+    retain: Option<PathBuf>,
+    /// Rows never trained on (non-members for membership inference).
+    #[arg(long)]
+    holdout: Option<PathBuf>,
+    /// A model trained without the forget set (enables forget quality).
+    #[arg(long)]
+    oracle: Option<PathBuf>,
+    /// Write the full results (aggregates and per-item values) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Include generated texts in the JSON (they may repeat personal data).
+    #[arg(long)]
+    generations: bool,
+    /// Evaluate at most this many rows per set.
+    #[arg(long)]
+    max_items: Option<usize>,
+    #[arg(long, default_value = "Question: {question}\nAnswer: ")]
+    template: String,
+}
+
+/// A model with its tokenizer and an encoder for its context length.
+pub struct Loaded {
+    pub model: grin::model::Model,
+    pub encoder: Encoder,
+    pub tokenizer_json: String,
+}
+
+pub fn load_with_encoder(dir: &Path, template: &str) -> Result<Loaded> {
+    let model = load_model(dir, &Device::Cpu, None)?;
+    let tokenizer = load_tokenizer(dir)?;
+    let tokenizer_json = std::fs::read_to_string(dir.join("tokenizer.json"))?;
+    let mc = model.config();
+    let encoder = Encoder::new(
+        tokenizer,
+        PromptTemplate::new(template.to_string())?,
+        mc.max_position_embeddings,
+        mc.eos_token_ids.first().copied(),
+    );
+    Ok(Loaded {
+        model,
+        encoder,
+        tokenizer_json,
+    })
+}
+
+/// The oracle's reference numbers; refuses an oracle whose tokenizer differs.
+pub fn oracle_reference(
+    dir: &Path,
+    template: &str,
+    model_tokenizer: &str,
+    sets: grin::eval::EvalSets<'_>,
+    cfg: &grin::eval::EvalConfig,
+) -> Result<grin::eval::OracleReference> {
+    let oracle = load_with_encoder(dir, template)?;
+    if oracle.tokenizer_json != model_tokenizer {
+        bail!(
+            "--oracle {}: its tokenizer differs from the model's; forget quality compares token-level \
+             probabilities, so both must share one tokenizer",
+            dir.display()
+        );
+    }
+    Ok(grin::eval::OracleReference::compute(
+        &oracle.model.inference(),
+        &oracle.encoder,
+        sets,
+        cfg,
+    )?)
+}
+
+pub fn print_evaluation(columns: &[(&str, &grin::eval::Evaluation)]) {
+    let rows: Vec<Vec<(String, Option<f64>)>> = columns.iter().map(|(_, e)| grin::eval::summary_rows(e)).collect();
+    print!("{:<30}", "metric");
+    for (name, _) in columns {
+        print!(" {name:>12}");
+    }
+    println!();
+    for i in 0..rows[0].len() {
+        if rows.iter().all(|r| r[i].1.is_none()) {
+            continue;
+        }
+        print!("{:<30}", rows[0][i].0);
+        for r in &rows {
+            match r[i].1 {
+                Some(v) => print!(" {v:>12.4}"),
+                None => print!(" {:>12}", "-"),
+            }
+        }
+        println!();
+    }
+    for s in &columns[0].1.skipped {
+        println!("skipped {}: {}", s.metric, s.reason);
+    }
+    for set in [
+        Some(&columns[0].1.forget),
+        columns[0].1.retain.as_ref(),
+        columns[0].1.holdout.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for s in &set.skipped {
+            println!("skipped {}: {}", s.metric, s.reason);
+        }
+    }
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let loaded = load_with_encoder(&args.model, &args.template)?;
+    let forget = load_dataset(&args.forget)?;
+    let retain = args.retain.as_deref().map(load_dataset).transpose()?;
+    let holdout = args.holdout.as_deref().map(load_dataset).transpose()?;
+    let sets = grin::eval::EvalSets {
+        forget: &forget,
+        retain: retain.as_ref(),
+        holdout: holdout.as_ref(),
+    };
+    let cfg = grin::eval::EvalConfig {
+        include_generations: args.generations,
+        max_items: args.max_items,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let oracle = args
+        .oracle
+        .as_deref()
+        .map(|dir| oracle_reference(dir, &args.template, &loaded.tokenizer_json, sets, &cfg))
+        .transpose()?;
+    let evaluation = grin::eval::evaluate(&loaded.model.inference(), &loaded.encoder, sets, oracle.as_ref(), &cfg)?;
+    print_evaluation(&[("value", &evaluation)]);
+    eprintln!("evaluated in {:.1}s", t0.elapsed().as_secs_f64());
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "model": args.model,
+            "metrics": evaluation.flat(),
+            "evaluation": evaluation,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Tokens/s of one forward + backward + AdamW step on random tokens.

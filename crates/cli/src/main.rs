@@ -27,6 +27,9 @@ enum Command {
     /// Make a model forget a dataset (GRIN or a baseline) and write the new
     /// checkpoint with `unlearn.json`.
     Unlearn(commands::UnlearnArgs),
+    /// Evaluate a model on forget / retain / holdout sets (TOFU metrics,
+    /// keyword metrics, membership inference, forget quality vs an oracle).
+    Eval(commands::EvalArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::BenchCommand),
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Command::Fixture(c) => commands::fixture(c),
         Command::Finetune(a) => commands::finetune(a),
         Command::Unlearn(a) => commands::unlearn(a),
+        Command::Eval(a) => commands::eval(a),
         Command::Bench(c) => commands::bench(c),
     }
 }

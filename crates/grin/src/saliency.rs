@@ -281,6 +281,7 @@ pub fn mean_gradients(
 
 /// GRIN's score `|g_f| / (|g_r| + ε)` per weight of the named tensors (f32,
 /// on the model's device). A tensor the loss does not reach scores zero.
+#[allow(clippy::too_many_arguments)]
 pub fn gradient_ratio_scores(
     model: &Model,
     names: &BTreeSet<String>,

@@ -216,7 +216,10 @@ pub fn generate(cfg: &TofuConfig) -> TofuData {
                         perturbed_answer: wrong
                             .into_iter()
                             .take(PERTURBED_PER_ROW)
-                            .map(|v| kind.answer(&name, v))
+                            // As in TOFU, wrong answers take the paraphrase's
+                            // wording: the truth ratio then compares facts in
+                            // one unseen phrasing, not phrasings.
+                            .map(|v| kind.paraphrase(&name, v))
                             .collect(),
                         keywords: vec![truth.keyword.clone()],
                         subject: Some(name.clone()),

@@ -284,7 +284,7 @@ fn losses_equal_hand_computed_values() -> Result<()> {
     // target 1 → −ln(3/4) = 0.287682072.
     let logits = Tensor::new(&[[[0f32, 3f32.ln()], [0.0, 0.0]]], &dev)?;
     let nll = batch_mean_nll(&logits, &batch)?.to_scalar::<f32>()?;
-    assert!((nll - 0.287682072).abs() < 1e-6);
+    assert!((nll as f64 - 0.287_682_072).abs() < 1e-6);
     Ok(())
 }
 
