@@ -1,0 +1,236 @@
+//! One unlearning run end to end, as both `grin unlearn` and the worker run
+//! it: evaluate the input model, unlearn, evaluate again, apply the gates,
+//! save the new checkpoint atomically and build the certificate.
+//!
+//! The caller supplies data and configuration and decides where the
+//! checkpoint goes; this module never touches a database or the network.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::certificate::{self, Certificate, FileDigest, ForgetDigest, GateResult, GateSpec, Software};
+use crate::checkpoint::{load_model, load_tokenizer, save_model, ManifestEntry, SaveOptions};
+use crate::data::{Dataset, Encoder, PromptTemplate};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, EvalConfig, EvalSets, Evaluation, OracleReference};
+use crate::progress::{Observer, Progress};
+use crate::unlearn::{unlearn, UnlearnConfig, UnlearnReport};
+
+/// Everything a run needs besides the data.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The input checkpoint (Hugging Face layout with tokenizer.json).
+    pub model_dir: PathBuf,
+    /// Where the new checkpoint goes (must not exist or be empty).
+    pub out_dir: PathBuf,
+    pub template: String,
+    pub config: UnlearnConfig,
+    pub eval: EvalConfig,
+    pub gates: Vec<GateSpec>,
+    /// A model trained without the forget set (forget quality, privleak).
+    pub oracle_dir: Option<PathBuf>,
+    /// Skip the evaluation of the input model (its metrics are known).
+    pub metrics_before: Option<serde_json::Value>,
+}
+
+/// The data of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunData<'a> {
+    pub forget: &'a Dataset,
+    pub retain: &'a Dataset,
+    pub holdout: Option<&'a Dataset>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub report: UnlearnReport,
+    pub before: serde_json::Value,
+    pub after: Evaluation,
+    pub gates: Vec<GateResult>,
+    pub passed: bool,
+    pub manifest: Vec<ManifestEntry>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+}
+
+fn report_stage(observer: &mut dyn Observer, stage: &'static str, step: usize, total: usize) {
+    observer.progress(&Progress {
+        stage,
+        step,
+        total,
+        losses: vec![],
+    });
+}
+
+/// Runs the whole job. On any error (including cancellation) nothing is
+/// written under `out_dir`.
+pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Result<RunOutcome> {
+    let started_at = certificate::now_rfc3339();
+    let t0 = Instant::now();
+    crate::unlearn::validate(&spec.config)?;
+    certificate::validate_gates(&spec.gates).map_err(|e| Error::InvalidArgument {
+        field: "gates",
+        message: e.to_string(),
+    })?;
+    let device = Device::Cpu;
+    let model = load_model(&spec.model_dir, &device, None)?;
+    let tokenizer = load_tokenizer(&spec.model_dir)?;
+    let mc = model.config();
+    let eos = mc.eos_token_ids.first().copied();
+    let encoder = Encoder::new(
+        tokenizer,
+        PromptTemplate::new(spec.template.clone())?,
+        mc.max_position_embeddings,
+        eos,
+    );
+    let sets = EvalSets {
+        forget: data.forget,
+        retain: Some(data.retain),
+        holdout: data.holdout,
+    };
+    let oracle = match &spec.oracle_dir {
+        Some(dir) => Some(oracle_reference(dir, &spec.model_dir, &spec.template, sets, &spec.eval)?),
+        None => None,
+    };
+    let obs = observer;
+    let before = match &spec.metrics_before {
+        Some(m) => m.clone(),
+        None => {
+            report_stage(obs, "evaluate before", 0, 1);
+            let e = evaluate(&model.inference(), &encoder, sets, oracle.as_ref(), &spec.eval)?;
+            report_stage(obs, "evaluate before", 1, 1);
+            e.flat()
+        }
+    };
+    if obs.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let report = unlearn(&model, &encoder, data.forget, data.retain, &spec.config, obs)?;
+    if obs.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    report_stage(obs, "evaluate after", 0, 1);
+    let after = evaluate(&model.inference(), &encoder, sets, oracle.as_ref(), &spec.eval)?;
+    report_stage(obs, "evaluate after", 1, 1);
+    let gates = certificate::evaluate_gates(&spec.gates, &before, &after.flat());
+    let passed = certificate::gates_passed(&gates);
+    if obs.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    report_stage(obs, "publish", 0, 1);
+    let record = serde_json::json!({
+        "report": report,
+        "metrics_before": before,
+        "metrics_after": after.flat(),
+        "gates": gates,
+    });
+    let manifest = save_model(
+        &model,
+        &spec.out_dir,
+        &SaveOptions {
+            aux_from: Some(spec.model_dir.clone()),
+            extra_files: vec![(
+                "unlearn.json".into(),
+                serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidArgument {
+                    field: "report",
+                    message: e.to_string(),
+                })?,
+            )],
+            ..SaveOptions::default()
+        },
+    )?;
+    report_stage(obs, "publish", 1, 1);
+    Ok(RunOutcome {
+        report,
+        before,
+        after,
+        gates,
+        passed,
+        manifest,
+        started_at,
+        finished_at: certificate::now_rfc3339(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Loads the oracle and computes its reference numbers; refuses an oracle
+/// whose tokenizer differs from the model's.
+pub fn oracle_reference(
+    oracle_dir: &Path,
+    model_dir: &Path,
+    template: &str,
+    sets: EvalSets<'_>,
+    cfg: &EvalConfig,
+) -> Result<OracleReference> {
+    let read = |d: &Path| std::fs::read(d.join("tokenizer.json")).map_err(|e| Error::io(d.join("tokenizer.json"), e));
+    if read(oracle_dir)? != read(model_dir)? {
+        return Err(Error::InvalidArgument {
+            field: "oracle",
+            message: format!(
+                "{}: the oracle's tokenizer differs from the model's; forget quality compares token \
+                 probabilities, so both must share one tokenizer",
+                oracle_dir.display()
+            ),
+        });
+    }
+    let model = load_model(oracle_dir, &Device::Cpu, None)?;
+    let mc = model.config();
+    let encoder = Encoder::new(
+        load_tokenizer(oracle_dir)?,
+        PromptTemplate::new(template.to_string())?,
+        mc.max_position_embeddings,
+        mc.eos_token_ids.first().copied(),
+    );
+    OracleReference::compute(&model.inference(), &encoder, sets, cfg)
+}
+
+/// Identity of what a certificate covers, supplied by the caller.
+#[derive(Debug, Clone)]
+pub struct CertificateSubject {
+    pub id: String,
+    pub request_ids: Vec<String>,
+    pub model: String,
+    pub base_version: Option<String>,
+    pub new_version: Option<String>,
+    /// HMAC-SHA256 digests (hex) of the forgotten items; never their text.
+    pub forget_digests: Vec<String>,
+}
+
+/// Builds the (unsigned) certificate of a finished run.
+pub fn certificate_for(subject: &CertificateSubject, spec: &RunSpec, outcome: &RunOutcome) -> Result<Certificate> {
+    let bad = |e: certificate::CertificateError| Error::InvalidArgument {
+        field: "certificate",
+        message: e.to_string(),
+    };
+    let forget_digests = subject
+        .forget_digests
+        .iter()
+        .map(|d| ForgetDigest::from_hex(d).map_err(bad))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Certificate {
+        format: certificate::FORMAT.to_string(),
+        id: subject.id.clone(),
+        request_ids: subject.request_ids.clone(),
+        model: subject.model.clone(),
+        base_version: subject.base_version.clone(),
+        new_version: subject.new_version.clone(),
+        files: outcome.manifest.iter().map(FileDigest::from).collect(),
+        config: serde_json::to_value(&spec.config).map_err(|e| Error::InvalidArgument {
+            field: "config",
+            message: e.to_string(),
+        })?,
+        seed: spec.config.seed,
+        software: Software::grin(),
+        metrics_before: outcome.before.clone(),
+        metrics_after: outcome.after.flat(),
+        gates: outcome.gates.clone(),
+        passed: outcome.passed,
+        forget_digests,
+        started_at: outcome.started_at.clone(),
+        finished_at: outcome.finished_at.clone(),
+    })
+}
