@@ -12,6 +12,7 @@ use grin::fixture::{build_tofu_mini, TofuMiniConfig};
 use grin::train::{batch_mean_nll, finetune as run_finetune, AdamW, AdamWConfig, FinetuneConfig};
 use grin::unlearn::{Method, UnlearnConfig};
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 
 use crate::bar::Bars;
 
@@ -202,6 +203,12 @@ pub struct UnlearnArgs {
     /// Rows whose knowledge must stay (rows also in the forget set are dropped).
     #[arg(long)]
     retain: PathBuf,
+    /// Rows never trained on (membership inference in the evaluation).
+    #[arg(long)]
+    holdout: Option<PathBuf>,
+    /// A model trained without the forget set (forget quality).
+    #[arg(long)]
+    oracle: Option<PathBuf>,
     /// Output directory for the new checkpoint (must not exist or be empty).
     #[arg(long)]
     out: PathBuf,
@@ -213,14 +220,26 @@ pub struct UnlearnArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Prompt template for QA rows; must contain `{question}`.
+    /// Gates (TOML or JSON list of `GateSpec`); default: grin's default gates.
+    #[arg(long)]
+    gates: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 PEM, from `grin certificate keygen`) that
+    /// signs the certificate. Without it no certificate is written.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// Where the signed certificate goes (default: OUT.certificate.json).
+    #[arg(long)]
+    certificate: Option<PathBuf>,
+    /// Evaluate at most this many rows per set.
+    #[arg(long)]
+    max_eval_items: Option<usize>,
     #[arg(long, default_value = "Question: {question}\nAnswer: ")]
     template: String,
 }
 
 /// Merges `overrides` into `base` object by object (arrays and scalars are
 /// replaced).
-fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+pub fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
     match (base, overrides) {
         (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
             for (k, v) in o {
@@ -262,77 +281,200 @@ pub fn unlearn_config(method: &str, file: Option<&Path>, seed: Option<u64>) -> R
     Ok(cfg)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatesFile {
+    gates: Vec<grin::certificate::GateSpec>,
+}
+
 pub fn unlearn(args: UnlearnArgs) -> Result<()> {
     let cfg = unlearn_config(&args.method, args.config.as_deref(), args.seed)?;
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
         bail!("--out {} exists and is not empty", args.out.display());
     }
-    let device = Device::Cpu;
-    let model = load_model(&args.model, &device, None)?;
-    let tokenizer = load_tokenizer(&args.model)?;
-    let mc = model.config();
-    let eos = mc.eos_token_ids.first().copied();
-    let encoder = Encoder::new(
-        tokenizer,
-        PromptTemplate::new(args.template.clone())?,
-        mc.max_position_embeddings,
-        eos,
-    );
+    let signing_key = args
+        .signing_key
+        .as_deref()
+        .map(|p| grin::certificate::load_signing_key(p).with_context(|| format!("--signing-key {}", p.display())))
+        .transpose()?;
+    let gates = match &args.gates {
+        Some(p) => read_config::<GatesFile>(p)?.gates,
+        None => grin::certificate::default_gates(),
+    };
     let forget = load_dataset(&args.forget)?;
     let retain = load_dataset(&args.retain)?;
-    let pad = mc.pad_token_id.or(eos).unwrap_or(0);
-    let forget_ex = encoder.encode_dataset(&forget)?;
-    let before = grin::eval::mean(&grin::eval::answer_probability(
-        &model.inference(),
-        &forget_ex,
-        pad,
-        32,
-    )?);
-
+    let holdout = args.holdout.as_deref().map(load_dataset).transpose()?;
+    let spec = grin::pipeline::RunSpec {
+        model_dir: args.model.clone(),
+        out_dir: args.out.clone(),
+        template: args.template.clone(),
+        config: cfg,
+        eval: grin::eval::EvalConfig {
+            max_items: args.max_eval_items,
+            ..Default::default()
+        },
+        gates,
+        oracle: args.oracle.clone().map(grin::pipeline::OracleSource::Dir),
+        metrics_before: None,
+    };
+    let data = grin::pipeline::RunData {
+        forget: &forget,
+        retain: &retain,
+        holdout: holdout.as_ref(),
+    };
     let mut bars = Bars::new();
-    let t0 = Instant::now();
-    let report = grin::unlearn::unlearn(&model, &encoder, &forget, &retain, &cfg, &mut bars)?;
+    let outcome = grin::pipeline::run(&spec, data, &mut bars)?;
     bars.finish();
-    let after = grin::eval::mean(&grin::eval::answer_probability(
-        &model.inference(),
-        &forget_ex,
-        pad,
-        32,
-    )?);
+    let report = &outcome.report;
     if report.dropped_from_retain > 0 {
         eprintln!(
             "note: {} retain row(s) also in the forget set were dropped from retain",
             report.dropped_from_retain
         );
     }
-    let record = serde_json::json!({
-        "method": args.method,
-        "base_model": args.model,
-        "seed": cfg.seed,
-        "forget_answer_probability": {"before": before, "after": after},
-        "seconds": t0.elapsed().as_secs_f64(),
-        "report": report,
-    });
-    save_model(
-        &model,
-        &args.out,
-        &SaveOptions {
-            aux_from: Some(args.model.clone()),
-            extra_files: vec![("unlearn.json".into(), serde_json::to_vec_pretty(&record)?)],
-            ..SaveOptions::default()
-        },
-    )?;
     println!(
-        "{}: selected {} of {} scored weights ({:.2}%), {} steps{}; forget answer probability {before:.4} -> {after:.4}",
+        "{}: selected {} of {} scored weights ({:.2}%), {} steps{} in {:.1}s",
         args.method,
         report.mask.selected,
         report.mask.scored,
         report.mask.fraction * 100.0,
         report.steps.len(),
         if report.stopped_early { " (early stop)" } else { "" },
+        outcome.seconds,
     );
+    print_before_after(&outcome.before, &outcome.after.flat());
+    for g in &outcome.gates {
+        println!(
+            "gate {:<28} {}{}",
+            g.name,
+            if g.passed { "pass" } else { "FAIL" },
+            g.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
     println!("wrote {}", args.out.display());
+    if let Some(key) = signing_key {
+        let subject = grin::pipeline::CertificateSubject {
+            id: format!("offline-{}", outcome.started_at),
+            request_ids: vec![],
+            model: args.model.display().to_string(),
+            base_version: None,
+            new_version: Some(args.out.display().to_string()),
+            forget_digests: forget_digests(&forget, &key)?,
+        };
+        let cert = grin::pipeline::certificate_for(&subject, &spec, &outcome)?;
+        let signed = grin::certificate::sign(&cert, &key)?;
+        let path = args.certificate.clone().unwrap_or_else(|| {
+            let mut p = args.out.clone().into_os_string();
+            p.push(".certificate.json");
+            PathBuf::from(p)
+        });
+        write_atomically(&path, signed.to_json_pretty()?.as_bytes())?;
+        println!("certificate {}", path.display());
+    }
     Ok(())
+}
+
+/// HMAC-SHA256 of each forget row's canonical JSON, keyed by a secret derived
+/// from the signing key, so the certificate names the items without
+/// containing them (offline runs have no service secret).
+fn forget_digests(forget: &grin::data::Dataset, key: &grin::certificate::SigningKey) -> Result<Vec<String>> {
+    use hmac::Mac;
+    let secret = sha2::Sha256::digest([b"grin-offline-forget-digest".as_slice(), &key.to_bytes()].concat());
+    forget
+        .rows
+        .iter()
+        .map(|row| {
+            let json = grin::certificate::canonical_json(&serde_json::to_value(row)?);
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).context("hmac key")?;
+            mac.update(json.as_bytes());
+            Ok(hex::encode(mac.finalize().into_bytes()))
+        })
+        .collect()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn print_before_after(before: &serde_json::Value, after: &serde_json::Value) {
+    println!("{:<30} {:>10} {:>10}", "metric", "before", "after");
+    let keys: Vec<&String> = after.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    for k in keys {
+        let b = before.get(k).and_then(|v| v.as_f64());
+        let a = after.get(k).and_then(|v| v.as_f64());
+        let fmt = |x: Option<f64>| {
+            x.map(|v| format!("{v:>10.4}"))
+                .unwrap_or_else(|| format!("{:>10}", "-"))
+        };
+        println!("{k:<30} {} {}", fmt(b), fmt(a));
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (OUT.pub).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a certificate's signature offline and, with --checkpoint, every file digest.
+    Verify {
+        file: PathBuf,
+        /// The service's public key (PEM or hex).
+        #[arg(long)]
+        public_key: PathBuf,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+pub fn certificate(cmd: CertificateCommand) -> Result<()> {
+    match cmd {
+        CertificateCommand::Keygen { out } => {
+            let key = grin::certificate::generate_signing_key()?;
+            grin::certificate::save_signing_key(&key, &out)?;
+            let mut public = out.clone().into_os_string();
+            public.push(".pub");
+            let public = PathBuf::from(public);
+            grin::certificate::save_verifying_key(&key.verifying_key(), &public)?;
+            println!(
+                "private key {} (keep it secret)\npublic key  {}",
+                out.display(),
+                public.display()
+            );
+            Ok(())
+        }
+        CertificateCommand::Verify {
+            file,
+            public_key,
+            checkpoint,
+        } => {
+            let key = grin::certificate::load_verifying_key(&public_key)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let cert = grin::certificate::verify_document(&text, &key)
+                .with_context(|| format!("{}: certificate verification failed", file.display()))?;
+            println!(
+                "signature ok: {} ({} files, gates {})",
+                cert.id,
+                cert.files.len(),
+                if cert.passed { "passed" } else { "failed" }
+            );
+            if let Some(dir) = checkpoint {
+                grin::certificate::verify_files(&cert, &dir)
+                    .with_context(|| format!("{}: checkpoint does not match the certificate", dir.display()))?;
+                println!("files ok: every digest matches {}", dir.display());
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -363,17 +505,15 @@ pub struct EvalArgs {
     template: String,
 }
 
-/// A model with its tokenizer and an encoder for its context length.
+/// A model with an encoder for its tokenizer and context length.
 pub struct Loaded {
     pub model: grin::model::Model,
     pub encoder: Encoder,
-    pub tokenizer_json: String,
 }
 
 pub fn load_with_encoder(dir: &Path, template: &str) -> Result<Loaded> {
     let model = load_model(dir, &Device::Cpu, None)?;
     let tokenizer = load_tokenizer(dir)?;
-    let tokenizer_json = std::fs::read_to_string(dir.join("tokenizer.json"))?;
     let mc = model.config();
     let encoder = Encoder::new(
         tokenizer,
@@ -381,35 +521,7 @@ pub fn load_with_encoder(dir: &Path, template: &str) -> Result<Loaded> {
         mc.max_position_embeddings,
         mc.eos_token_ids.first().copied(),
     );
-    Ok(Loaded {
-        model,
-        encoder,
-        tokenizer_json,
-    })
-}
-
-/// The oracle's reference numbers; refuses an oracle whose tokenizer differs.
-pub fn oracle_reference(
-    dir: &Path,
-    template: &str,
-    model_tokenizer: &str,
-    sets: grin::eval::EvalSets<'_>,
-    cfg: &grin::eval::EvalConfig,
-) -> Result<grin::eval::OracleReference> {
-    let oracle = load_with_encoder(dir, template)?;
-    if oracle.tokenizer_json != model_tokenizer {
-        bail!(
-            "--oracle {}: its tokenizer differs from the model's; forget quality compares token-level \
-             probabilities, so both must share one tokenizer",
-            dir.display()
-        );
-    }
-    Ok(grin::eval::OracleReference::compute(
-        &oracle.model.inference(),
-        &oracle.encoder,
-        sets,
-        cfg,
-    )?)
+    Ok(Loaded { model, encoder })
 }
 
 pub fn print_evaluation(columns: &[(&str, &grin::eval::Evaluation)]) {
@@ -468,7 +580,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let oracle = args
         .oracle
         .as_deref()
-        .map(|dir| oracle_reference(dir, &args.template, &loaded.tokenizer_json, sets, &cfg))
+        .map(|dir| grin::pipeline::oracle_reference(dir, &args.model, &args.template, sets, &cfg))
         .transpose()?;
     let evaluation = grin::eval::evaluate(&loaded.model.inference(), &loaded.encoder, sets, oracle.as_ref(), &cfg)?;
     print_evaluation(&[("value", &evaluation)]);
@@ -485,10 +597,69 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Model directory (Hugging Face layout with tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset to score (answer tokens only for QA rows).
+    #[arg(long)]
+    data: PathBuf,
+    /// Also write the token ids and loss mask here, in the input format of
+    /// crates/grin/tests/data/hf_loss.py, to compare with `transformers`.
+    #[arg(long)]
+    tokens_out: Option<PathBuf>,
+    #[arg(long, default_value = "Question: {question}\nAnswer: ")]
+    template: String,
+}
+
+/// Teacher-forced per-token NLL of a dataset, as JSON on stdout.
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let loaded = load_with_encoder(&args.model, &args.template)?;
+    let data = load_dataset(&args.data)?;
+    let examples = loaded.encoder.encode_dataset(&data)?;
+    let net = loaded.model.inference();
+    let mut token_nll = Vec::new();
+    let (mut total, mut count) = (0f64, 0usize);
+    for ex in &examples {
+        let refs = [ex];
+        let batch = grin::data::collate(&refs, 0, net.device())?;
+        let nll: Vec<f32> = grin::train::token_nll(&net.forward(&batch.input_ids)?, &batch)?
+            .squeeze(0)?
+            .to_vec1()?;
+        let row: Vec<f32> = nll[..ex.ids.len() - 1].to_vec();
+        for (t, v) in row.iter().enumerate() {
+            if t + 1 >= ex.target_start {
+                total += *v as f64;
+                count += 1;
+            }
+        }
+        token_nll.push(row);
+    }
+    if let Some(path) = &args.tokens_out {
+        let ids: Vec<&Vec<u32>> = examples.iter().map(|e| &e.ids).collect();
+        let mask: Vec<Vec<u8>> = examples
+            .iter()
+            .map(|e| (0..e.ids.len()).map(|t| u8::from(t >= e.target_start)).collect())
+            .collect();
+        std::fs::write(
+            path,
+            serde_json::to_vec(&serde_json::json!({"input_ids": ids, "loss_mask": mask}))?,
+        )?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"mean_nll": total / count.max(1) as f64, "n_targets": count, "token_nll": token_nll})
+    );
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Tokens/s of one forward + backward + AdamW step on random tokens.
     TrainStep(TrainStepArgs),
+    /// GRIN against the baselines on a tofu-mini fixture (optionally a grid sweep).
+    Unlearn(crate::bench_unlearn::BenchUnlearnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -512,7 +683,10 @@ pub struct TrainStepArgs {
 }
 
 pub fn bench(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::TrainStep(a) = cmd;
+    let a = match cmd {
+        BenchCommand::TrainStep(a) => a,
+        BenchCommand::Unlearn(a) => return crate::bench_unlearn::run(a),
+    };
     if a.batch == 0 || a.seq_len < 2 || a.steps == 0 {
         bail!("--batch and --steps must be positive and --seq-len at least 2");
     }

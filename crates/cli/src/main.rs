@@ -1,6 +1,7 @@
 //! The `grin` binary: thin wiring from the command line to the libraries.
 
 mod bar;
+mod bench_unlearn;
 mod commands;
 
 use anyhow::Result;
@@ -30,6 +31,12 @@ enum Command {
     /// Evaluate a model on forget / retain / holdout sets (TOFU metrics,
     /// keyword metrics, membership inference, forget quality vs an oracle).
     Eval(commands::EvalArgs),
+    /// Teacher-forced per-token NLL of a dataset (to compare with other
+    /// implementations).
+    Score(commands::ScoreArgs),
+    /// Create signing keys; verify certificates offline.
+    #[command(subcommand)]
+    Certificate(commands::CertificateCommand),
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::BenchCommand),
@@ -53,6 +60,8 @@ fn main() -> Result<()> {
         Command::Finetune(a) => commands::finetune(a),
         Command::Unlearn(a) => commands::unlearn(a),
         Command::Eval(a) => commands::eval(a),
+        Command::Score(a) => commands::score(a),
+        Command::Certificate(c) => commands::certificate(c),
         Command::Bench(c) => commands::bench(c),
     }
 }

@@ -30,9 +30,18 @@ pub struct RunSpec {
     pub eval: EvalConfig,
     pub gates: Vec<GateSpec>,
     /// A model trained without the forget set (forget quality, privleak).
-    pub oracle_dir: Option<PathBuf>,
+    pub oracle: Option<OracleSource>,
     /// Skip the evaluation of the input model (its metrics are known).
     pub metrics_before: Option<serde_json::Value>,
+}
+
+/// Where the oracle's reference numbers come from.
+#[derive(Debug, Clone)]
+pub enum OracleSource {
+    /// Evaluate this checkpoint (must share the model's tokenizer).
+    Dir(PathBuf),
+    /// Already computed (e.g. once for many benchmark runs).
+    Computed(OracleReference),
 }
 
 /// The data of a run.
@@ -92,8 +101,15 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
         retain: Some(data.retain),
         holdout: data.holdout,
     };
-    let oracle = match &spec.oracle_dir {
-        Some(dir) => Some(oracle_reference(dir, &spec.model_dir, &spec.template, sets, &spec.eval)?),
+    let oracle = match &spec.oracle {
+        Some(OracleSource::Dir(dir)) => Some(oracle_reference(
+            dir,
+            &spec.model_dir,
+            &spec.template,
+            sets,
+            &spec.eval,
+        )?),
+        Some(OracleSource::Computed(r)) => Some(r.clone()),
         None => None,
     };
     let obs = observer;
