@@ -286,6 +286,26 @@ fn eval_prints_a_table_and_keeps_generations_out_of_json() {
     assert!(doc["evaluation"]["forget"]["per_item"].as_array().unwrap().len() > 1);
     assert!(!std::fs::read_to_string(&json).unwrap().contains("\"generation\""));
 
+    // An oracle with another tokenizer is refused: forget quality compares
+    // token probabilities.
+    let other = tmp.path().join("other-oracle");
+    std::fs::create_dir(&other).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fx.join("oracle").join(f), other.join(f)).unwrap();
+    }
+    let tok = std::fs::read_to_string(fx.join("oracle/tokenizer.json")).unwrap();
+    std::fs::write(other.join("tokenizer.json"), tok.replacen("\"<pad>\"", "\"<PAD>\"", 1)).unwrap();
+    let err = fails(&[
+        "eval",
+        "--model",
+        s(&fx.join("model")),
+        "--forget",
+        s(&fx.join("data/forget10.jsonl")),
+        "--oracle",
+        s(&other),
+    ]);
+    assert!(err.contains("tokenizer differs"), "{err}");
+
     // A model without truth-ratio fields skips the metric with a reason.
     let plain = tmp.path().join("plain.jsonl");
     std::fs::write(&plain, "{\"question\": \"Who?\", \"answer\": \"Nobody.\"}\n").unwrap();

@@ -182,7 +182,15 @@ pub fn oracle_reference(
     sets: EvalSets<'_>,
     cfg: &EvalConfig,
 ) -> Result<OracleReference> {
-    let read = |d: &Path| std::fs::read(d.join("tokenizer.json")).map_err(|e| Error::io(d.join("tokenizer.json"), e));
+    // Compared as JSON values: formatting may differ, the vocabulary may not.
+    let read = |d: &Path| -> Result<serde_json::Value> {
+        let path = d.join("tokenizer.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument {
+            field: "tokenizer",
+            message: format!("{}: {e}", path.display()),
+        })
+    };
     if read(oracle_dir)? != read(model_dir)? {
         return Err(Error::InvalidArgument {
             field: "oracle",
