@@ -1,0 +1,4 @@
+mod auth;
+mod endpoints;
+mod spec;
+mod validation;
