@@ -1,0 +1,3 @@
+mod crash;
+mod end_to_end;
+mod failures;
