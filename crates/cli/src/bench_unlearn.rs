@@ -135,7 +135,14 @@ pub fn run(args: BenchUnlearnArgs) -> Result<()> {
         retain: Some(&retain),
         holdout: Some(&holdout),
     };
-    let oracle = grin::pipeline::oracle_reference(&fx.join("oracle"), &model_dir, &template, sets, &eval)?;
+    let oracle = grin::pipeline::oracle_reference(
+        &fx.join("oracle"),
+        &model_dir,
+        &template,
+        sets,
+        &eval,
+        &candle_core::Device::Cpu,
+    )?;
 
     // The input model's metrics, once.
     let base = crate::commands::load_with_encoder(&model_dir, &template)?;
@@ -181,6 +188,7 @@ pub fn run(args: BenchUnlearnArgs) -> Result<()> {
                     gates: grin::certificate::default_gates(),
                     oracle: Some(OracleSource::Computed(oracle.clone())),
                     metrics_before: Some(before.clone()),
+                    device: candle_core::Device::Cpu,
                 };
                 let data = RunData {
                     forget: &forget,

@@ -316,6 +316,7 @@ pub fn unlearn(args: UnlearnArgs) -> Result<()> {
         gates,
         oracle: args.oracle.clone().map(grin::pipeline::OracleSource::Dir),
         metrics_before: None,
+        device: Device::Cpu,
     };
     let data = grin::pipeline::RunData {
         forget: &forget,
@@ -580,7 +581,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let oracle = args
         .oracle
         .as_deref()
-        .map(|dir| grin::pipeline::oracle_reference(dir, &args.model, &args.template, sets, &cfg))
+        .map(|dir| grin::pipeline::oracle_reference(dir, &args.model, &args.template, sets, &cfg, &Device::Cpu))
         .transpose()?;
     let evaluation = grin::eval::evaluate(&loaded.model.inference(), &loaded.encoder, sets, oracle.as_ref(), &cfg)?;
     print_evaluation(&[("value", &evaluation)]);

@@ -3,6 +3,7 @@
 mod bar;
 mod bench_unlearn;
 mod commands;
+mod service;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,36 @@ enum Command {
     /// Create signing keys; verify certificates offline.
     #[command(subcommand)]
     Certificate(commands::CertificateCommand),
+    /// Apply the database migrations.
+    Migrate(service::ServiceArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(flatten)]
+        service: service::ServiceArgs,
+        #[command(subcommand)]
+        command: service::KeysCommand,
+    },
+    /// Register and list models.
+    Models {
+        #[command(flatten)]
+        service: service::ServiceArgs,
+        #[command(subcommand)]
+        command: service::ModelsCommand,
+    },
+    /// Run the HTTP API (and, with --with-worker, a worker in-process).
+    Serve {
+        #[command(flatten)]
+        service: service::ServiceArgs,
+        #[command(flatten)]
+        serve: service::ServeArgs,
+    },
+    /// Run a worker: claim jobs and unlearn.
+    Worker {
+        #[command(flatten)]
+        service: service::ServiceArgs,
+        #[command(flatten)]
+        worker: service::WorkerArgs,
+    },
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::BenchCommand),
@@ -48,6 +79,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("GRIN_LOG").unwrap_or_else(|_| "warn,grin=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
@@ -63,5 +95,10 @@ fn main() -> Result<()> {
         Command::Score(a) => commands::score(a),
         Command::Certificate(c) => commands::certificate(c),
         Command::Bench(c) => commands::bench(c),
+        Command::Migrate(s) => service::migrate(s),
+        Command::Keys { service, command } => service::keys(service, command),
+        Command::Models { service, command } => service::models(service, command),
+        Command::Serve { service, serve } => service::serve(service, serve),
+        Command::Worker { service, worker } => service::worker(service, worker),
     }
 }

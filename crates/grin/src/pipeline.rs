@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub oracle: Option<OracleSource>,
     /// Skip the evaluation of the input model (its metrics are known).
     pub metrics_before: Option<serde_json::Value>,
+    /// Where the model runs (f32 on the CPU, bf16 on accelerators).
+    pub device: Device,
 }
 
 /// Where the oracle's reference numbers come from.
@@ -85,8 +87,7 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
         field: "gates",
         message: e.to_string(),
     })?;
-    let device = Device::Cpu;
-    let model = load_model(&spec.model_dir, &device, None)?;
+    let model = load_model(&spec.model_dir, &spec.device, None)?;
     let tokenizer = load_tokenizer(&spec.model_dir)?;
     let mc = model.config();
     let eos = mc.eos_token_ids.first().copied();
@@ -108,6 +109,7 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
             &spec.template,
             sets,
             &spec.eval,
+            &spec.device,
         )?),
         Some(OracleSource::Computed(r)) => Some(r.clone()),
         None => None,
@@ -181,6 +183,7 @@ pub fn oracle_reference(
     template: &str,
     sets: EvalSets<'_>,
     cfg: &EvalConfig,
+    device: &Device,
 ) -> Result<OracleReference> {
     // Compared as JSON values: formatting may differ, the vocabulary may not.
     let read = |d: &Path| -> Result<serde_json::Value> {
@@ -201,7 +204,7 @@ pub fn oracle_reference(
             ),
         });
     }
-    let model = load_model(oracle_dir, &Device::Cpu, None)?;
+    let model = load_model(oracle_dir, device, None)?;
     let mc = model.config();
     let encoder = Encoder::new(
         load_tokenizer(oracle_dir)?,
