@@ -325,7 +325,8 @@ pub struct ModelView {
     pub holdout_corpus: Option<String>,
     #[schema(value_type = Object)]
     pub default_config: Value,
-    #[schema(value_type = Object)]
+    /// The model's gates: `null` for the default gates, or a list of gate
+    /// specs (any JSON value, as the worker accepts).
     pub gates: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

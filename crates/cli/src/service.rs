@@ -14,12 +14,13 @@ pub struct ServiceArgs {
     /// Database URL: postgres://… for production, sqlite://FILE?mode=rwc embedded.
     #[arg(
         long,
+        global = true,
         env = "GRIN_DATABASE_URL",
         default_value = "sqlite://grin-data/grin.db?mode=rwc"
     )]
     db: String,
     /// Server secret for the HMAC digests of personal data (keep it stable).
-    #[arg(long, env = "GRIN_HMAC_SECRET", hide_env_values = true)]
+    #[arg(long, global = true, env = "GRIN_HMAC_SECRET", hide_env_values = true)]
     hmac_secret: Option<String>,
 }
 
