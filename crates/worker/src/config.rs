@@ -111,6 +111,10 @@ pub struct WorkerConfig {
     /// On shutdown, how long to wait for the running step to finish before
     /// releasing the job anyway.
     pub shutdown_grace: Duration,
+    /// Forget payloads of requests that ended failed or cancelled outside a
+    /// job (e.g. cancelled while queued) are erased this long after they
+    /// ended, at each reap.
+    pub payload_retention: Duration,
     /// Move `production` to a new version when its gates pass; when false
     /// (or a gate fails) the version awaits approval.
     pub promote_on_pass: bool,
@@ -135,6 +139,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("reap_every", &self.reap_every)
             .field("coalesce_window", &self.coalesce_window)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("payload_retention", &self.payload_retention)
             .field("promote_on_pass", &self.promote_on_pass)
             .field("template", &self.template)
             .field("eval", &self.eval)
@@ -146,7 +151,8 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// Production defaults: 2-minute lease renewed every 20 s, polling every
     /// 10 s, progress at most once a second, a 2-second coalescing window,
-    /// 30 s of shutdown grace, promotion on pass, CPU.
+    /// 30 s of shutdown grace, payloads of failed/cancelled requests kept 7
+    /// days, promotion on pass, CPU.
     pub fn new(worker_id: impl Into<String>, checkpoint_root: impl Into<PathBuf>, signing_key: SigningKey) -> Self {
         WorkerConfig {
             worker_id: worker_id.into(),
@@ -159,6 +165,7 @@ impl WorkerConfig {
             reap_every: Duration::from_secs(30),
             coalesce_window: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            payload_retention: Duration::from_secs(7 * 24 * 3600),
             promote_on_pass: true,
             template: grin::data::PromptTemplate::DEFAULT.to_string(),
             eval: EvalConfig::default(),

@@ -74,6 +74,9 @@ pub async fn run(store: Store, cfg: WorkerConfig, mut shutdown: watch::Receiver<
             if let Err(e) = store.reap_expired().await {
                 tracing::warn!(error = %e, "reaping expired leases failed");
             }
+            if let Err(e) = store.purge_expired(cfg.payload_retention, "retention").await {
+                tracing::warn!(error = %e, "purging expired payloads failed");
+            }
             last_reap = Some(Instant::now());
         }
         match store.claim(&cfg.worker_id, cfg.lease).await {
