@@ -543,8 +543,9 @@ impl Model {
         v
     }
 
-    /// The current weights by name (detached snapshots sharing storage are
-    /// not taken: each tensor is the variable's own).
+    /// The current weights by name: each variable's own tensor (storage is
+    /// shared, so a later optimiser step changes what they hold; `copy()`
+    /// one to keep a snapshot).
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
         self.vars()
             .into_iter()
