@@ -513,15 +513,7 @@ pub struct Loaded {
 }
 
 pub fn load_with_encoder(dir: &Path, template: &str) -> Result<Loaded> {
-    let model = load_model(dir, &Device::Cpu, None)?;
-    let tokenizer = load_tokenizer(dir)?;
-    let mc = model.config();
-    let encoder = Encoder::new(
-        tokenizer,
-        PromptTemplate::new(template.to_string())?,
-        mc.max_position_embeddings,
-        mc.eos_token_ids.first().copied(),
-    );
+    let (model, encoder) = grin::pipeline::load_with_encoder(dir, template, &Device::Cpu)?;
     Ok(Loaded { model, encoder })
 }
 

@@ -15,6 +15,7 @@ use crate::checkpoint::{load_model, load_tokenizer, save_model, ManifestEntry, S
 use crate::data::{Dataset, Encoder, PromptTemplate};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalConfig, EvalSets, Evaluation, OracleReference};
+use crate::model::Model;
 use crate::progress::{Observer, Progress};
 use crate::unlearn::{unlearn, UnlearnConfig, UnlearnReport};
 
@@ -77,6 +78,21 @@ fn report_stage(observer: &mut dyn Observer, stage: &'static str, step: usize, t
     });
 }
 
+/// Loads a model directory onto `device` with an encoder for its tokenizer,
+/// `template`, context length and first EOS id: how every command and the
+/// worker read a model they evaluate or unlearn.
+pub fn load_with_encoder(dir: &Path, template: &str, device: &Device) -> Result<(Model, Encoder)> {
+    let model = load_model(dir, device, None)?;
+    let mc = model.config();
+    let encoder = Encoder::new(
+        load_tokenizer(dir)?,
+        PromptTemplate::new(template.to_string())?,
+        mc.max_position_embeddings,
+        mc.eos_token_ids.first().copied(),
+    );
+    Ok((model, encoder))
+}
+
 /// Runs the whole job. On any error (including cancellation) nothing is
 /// written under `out_dir`.
 pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Result<RunOutcome> {
@@ -87,16 +103,7 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
         field: "gates",
         message: e.to_string(),
     })?;
-    let model = load_model(&spec.model_dir, &spec.device, None)?;
-    let tokenizer = load_tokenizer(&spec.model_dir)?;
-    let mc = model.config();
-    let eos = mc.eos_token_ids.first().copied();
-    let encoder = Encoder::new(
-        tokenizer,
-        PromptTemplate::new(spec.template.clone())?,
-        mc.max_position_embeddings,
-        eos,
-    );
+    let (model, encoder) = load_with_encoder(&spec.model_dir, &spec.template, &spec.device)?;
     let sets = EvalSets {
         forget: data.forget,
         retain: Some(data.retain),
@@ -204,14 +211,7 @@ pub fn oracle_reference(
             ),
         });
     }
-    let model = load_model(oracle_dir, device, None)?;
-    let mc = model.config();
-    let encoder = Encoder::new(
-        load_tokenizer(oracle_dir)?,
-        PromptTemplate::new(template.to_string())?,
-        mc.max_position_embeddings,
-        mc.eos_token_ids.first().copied(),
-    );
+    let (model, encoder) = load_with_encoder(oracle_dir, template, device)?;
     OracleReference::compute(&model.inference(), &encoder, sets, cfg)
 }
 
