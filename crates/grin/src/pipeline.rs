@@ -83,14 +83,19 @@ fn report_stage(observer: &mut dyn Observer, stage: &'static str, step: usize, t
 /// worker read a model they evaluate or unlearn.
 pub fn load_with_encoder(dir: &Path, template: &str, device: &Device) -> Result<(Model, Encoder)> {
     let model = load_model(dir, device, None)?;
-    let mc = model.config();
-    let encoder = Encoder::new(
+    let encoder = load_encoder(dir, template, model.config())?;
+    Ok((model, encoder))
+}
+
+/// The encoder for a model directory's tokenizer, prompt template and
+/// configuration (context length, end-of-sequence token).
+pub fn load_encoder(dir: &Path, template: &str, mc: &crate::config::ModelConfig) -> Result<Encoder> {
+    Ok(Encoder::new(
         load_tokenizer(dir)?,
         PromptTemplate::new(template.to_string())?,
         mc.max_position_embeddings,
         mc.eos_token_ids.first().copied(),
-    );
-    Ok((model, encoder))
+    ))
 }
 
 /// Runs the whole job. On any error (including cancellation) nothing is
@@ -99,11 +104,29 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
     let started_at = certificate::now_rfc3339();
     let t0 = Instant::now();
     crate::unlearn::validate(&spec.config)?;
+    let (model, encoder) = load_with_encoder(&spec.model_dir, &spec.template, &spec.device)?;
+    run_loaded(spec, &model, &encoder, data, observer, started_at, t0)
+}
+
+/// [`run`] on a model the caller already loaded from `spec.model_dir` (a
+/// worker's model cache). The model's weights are changed in place: on
+/// success it holds the new version; on error it must be discarded.
+/// `started_at`/`t0` are when the job started, for the certificate and the
+/// reported duration.
+pub fn run_loaded(
+    spec: &RunSpec,
+    model: &Model,
+    encoder: &Encoder,
+    data: RunData<'_>,
+    observer: &mut dyn Observer,
+    started_at: String,
+    t0: Instant,
+) -> Result<RunOutcome> {
+    crate::unlearn::validate(&spec.config)?;
     certificate::validate_gates(&spec.gates).map_err(|e| Error::InvalidArgument {
         field: "gates",
         message: e.to_string(),
     })?;
-    let (model, encoder) = load_with_encoder(&spec.model_dir, &spec.template, &spec.device)?;
     let sets = EvalSets {
         forget: data.forget,
         retain: Some(data.retain),
@@ -126,7 +149,7 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
         Some(m) => m.clone(),
         None => {
             report_stage(obs, "evaluate before", 0, 1);
-            let e = evaluate(&model.inference(), &encoder, sets, oracle.as_ref(), &spec.eval)?;
+            let e = evaluate(&model.inference(), encoder, sets, oracle.as_ref(), &spec.eval)?;
             report_stage(obs, "evaluate before", 1, 1);
             e.flat()
         }
@@ -134,12 +157,12 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
     if obs.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    let report = unlearn(&model, &encoder, data.forget, data.retain, &spec.config, obs)?;
+    let report = unlearn(model, encoder, data.forget, data.retain, &spec.config, obs)?;
     if obs.is_cancelled() {
         return Err(Error::Cancelled);
     }
     report_stage(obs, "evaluate after", 0, 1);
-    let after = evaluate(&model.inference(), &encoder, sets, oracle.as_ref(), &spec.eval)?;
+    let after = evaluate(&model.inference(), encoder, sets, oracle.as_ref(), &spec.eval)?;
     report_stage(obs, "evaluate after", 1, 1);
     let gates = certificate::evaluate_gates(&spec.gates, &before, &after.flat());
     let passed = certificate::gates_passed(&gates);
@@ -154,7 +177,7 @@ pub fn run(spec: &RunSpec, data: RunData<'_>, observer: &mut dyn Observer) -> Re
         "gates": gates,
     });
     let manifest = save_model(
-        &model,
+        model,
         &spec.out_dir,
         &SaveOptions {
             aux_from: Some(spec.model_dir.clone()),

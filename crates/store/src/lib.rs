@@ -282,6 +282,17 @@ impl Store {
         Ok(job)
     }
 
+    /// The worker hands a running job back without it having failed (it is
+    /// shutting down): the job is `queued` again, runnable at once, and the
+    /// attempt it was on is not counted. If cancellation was requested, the
+    /// job is cancelled instead. `reason` is shown to clients.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
+    pub async fn release_job(&self, job_id: Uuid, worker_id: &str, reason: &str) -> Result<Job> {
+        let job = delegate!(self.release_job(job_id, worker_id, reason))?;
+        tracing::info!(state = %job.state, "job released");
+        Ok(job)
+    }
+
     /// The worker stopped a job whose cancellation was requested: the job is
     /// `cancelled`, requests whose client cancelled are `cancelled`, and the
     /// job's other requests are re-queued in a new job.

@@ -124,6 +124,10 @@ pub struct WorkerConfig {
     pub eval: EvalConfig,
     /// Where to compute.
     pub device: DeviceChoice,
+    /// Bytes of model weights [`crate::run`] keeps loaded between jobs (on
+    /// the compute device), least recently used evicted first; 0 disables
+    /// the cache. See [`crate::cache::ModelCache`].
+    pub model_cache_bytes: u64,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -144,6 +148,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("template", &self.template)
             .field("eval", &self.eval)
             .field("device", &self.device)
+            .field("model_cache_bytes", &self.model_cache_bytes)
             .finish()
     }
 }
@@ -152,7 +157,7 @@ impl WorkerConfig {
     /// Production defaults: 2-minute lease renewed every 20 s, polling every
     /// 10 s, progress at most once a second, a 2-second coalescing window,
     /// 30 s of shutdown grace, payloads of failed/cancelled requests kept 7
-    /// days, promotion on pass, CPU.
+    /// days, promotion on pass, CPU, a 4 GiB model cache.
     pub fn new(worker_id: impl Into<String>, checkpoint_root: impl Into<PathBuf>, signing_key: SigningKey) -> Self {
         WorkerConfig {
             worker_id: worker_id.into(),
@@ -170,6 +175,7 @@ impl WorkerConfig {
             template: grin::data::PromptTemplate::DEFAULT.to_string(),
             eval: EvalConfig::default(),
             device: DeviceChoice::Cpu,
+            model_cache_bytes: 4 << 30,
         }
     }
 

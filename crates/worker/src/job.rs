@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{gates, unlearn_config, WorkerConfig};
+use crate::SharedCache;
 use crate::data::{forget_set, holdout_set, local_path, retain_set};
 use crate::error::{Error, Result};
 use crate::observer::{heartbeat, shutdown_signalled, write_progress, JobObserver, Stop, StopReason};
@@ -59,6 +60,8 @@ enum Produced {
     Record {
         record: Box<PublishRecord>,
         reused: bool,
+        /// The trained model, for the cache (absent when reused).
+        model: Option<grin::model::Model>,
     },
     NothingToForget,
 }
@@ -81,6 +84,7 @@ pub(crate) async fn process(
     cfg: &WorkerConfig,
     claimed: ClaimedJob,
     shutdown: watch::Receiver<bool>,
+    cache: &SharedCache,
 ) -> Result<JobReport> {
     let job = &claimed.job;
     let requests: Vec<Uuid> = claimed.requests.iter().map(|r| r.id).collect();
@@ -96,7 +100,11 @@ pub(crate) async fn process(
         shutdown.clone(),
     ));
     let mut staging = None;
-    let produced = work(store, cfg, &claimed, &stop, shutdown, &mut staging).await;
+    let mut produced = work(store, cfg, &claimed, &stop, shutdown, &mut staging, cache).await;
+    let trained = match &mut produced {
+        Ok(Produced::Record { model, .. }) => model.take(),
+        _ => None,
+    };
     hb.abort();
     if let Some(dir) = &staging {
         if let Err(e) = remove_all(dir) {
@@ -104,6 +112,19 @@ pub(crate) async fn process(
         }
     }
     let outcome = finish(store, cfg, &claimed, &stop, produced).await?;
+    if let (JobOutcome::Published { version_id, .. }, Some(model)) = (&outcome, trained) {
+        let (cache, version_id) = (cache.clone(), *version_id);
+        // Copying the weights can take a while on a large model.
+        let kept = tokio::task::spawn_blocking(move || {
+            cache.lock().map_err(|_| "poisoned".to_string())?.insert(version_id, &model).map_err(|e| e.to_string())
+        })
+        .await;
+        match kept {
+            Ok(Ok(kept)) => tracing::debug!(kept, "model cache updated"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not cache the new version"),
+            Err(e) => tracing::warn!(error = %e, "could not cache the new version"),
+        }
+    }
     tracing::info!(outcome = ?outcome, "job attempt ended");
     Ok(JobReport {
         job_id: job.id,
@@ -123,6 +144,7 @@ async fn work(
     stop: &Stop,
     mut shutdown: watch::Receiver<bool>,
     staging_out: &mut Option<std::path::PathBuf>,
+    cache: &SharedCache,
 ) -> Result<Produced> {
     let job = &claimed.job;
     let requests: Vec<Uuid> = claimed.requests.iter().map(|r| r.id).collect();
@@ -137,6 +159,7 @@ async fn work(
         return Ok(Produced::Record {
             record: Box::new(record),
             reused: true,
+            model: None,
         });
     }
 
@@ -211,13 +234,20 @@ async fn work(
     let mut observer = JobObserver::new(stop.clone(), tx);
     let run_spec = spec.clone();
     let forget_ds = grin::data::Dataset::new("forget set", forget.rows.clone());
+    let cache = cache.clone();
+    let base_id = base.id;
     let mut handle = tokio::task::spawn_blocking(move || {
         let data = RunData {
             forget: &forget_ds,
             retain: &retain,
             holdout: holdout.as_ref(),
         };
-        grin::pipeline::run(&run_spec, data, &mut observer)
+        let started_at = grin::certificate::now_rfc3339();
+        let t0 = std::time::Instant::now();
+        let model = load_base(&cache, base_id, &run_spec)?;
+        let encoder = grin::pipeline::load_encoder(&run_spec.model_dir, &run_spec.template, model.config())?;
+        grin::pipeline::run_loaded(&run_spec, &model, &encoder, data, &mut observer, started_at, t0)
+            .map(|outcome| (outcome, model))
     });
     let joined = tokio::select! {
         r = &mut handle => Some(r),
@@ -238,8 +268,9 @@ async fn work(
             return Err(stopped(stop.reason().unwrap_or(StopReason::Cancel)));
         }
         Some(Ok(Err(e))) => return Err(Error::grin("unlearning run", e)),
-        Some(Ok(Ok(outcome))) => outcome,
+        Some(Ok(Ok((outcome, model)))) => (outcome, model),
     };
+    let (outcome, trained) = outcome;
     if let Some(reason) = stop.reason() {
         if reason != StopReason::Shutdown {
             return Err(stopped(reason));
@@ -296,6 +327,7 @@ async fn work(
             "gates": outcome.gates,
             "passed": passed,
             "seconds": outcome.seconds,
+            "stage_seconds": outcome.report.timings,
             "forget_items": forget.rows.len(),
             "retain_items": outcome.report.retain_examples,
         }),
@@ -308,7 +340,24 @@ async fn work(
     Ok(Produced::Record {
         record: Box::new(record),
         reused: false,
+        model: Some(trained),
     })
+}
+
+/// The base version's weights, from the cache or from disk (then cached
+/// before the run changes them).
+fn load_base(cache: &SharedCache, version: Uuid, spec: &RunSpec) -> grin::Result<grin::model::Model> {
+    let poisoned = |_| grin::Error::InvalidArgument {
+        field: "model cache",
+        message: "a job panicked while holding the model cache".into(),
+    };
+    if let Some(model) = cache.lock().map_err(poisoned)?.checkout(version, &spec.device)? {
+        tracing::info!("base version from the model cache");
+        return Ok(model);
+    }
+    let model = grin::checkpoint::load_model(&spec.model_dir, &spec.device, None)?;
+    cache.lock().map_err(poisoned)?.insert(version, &model)?;
+    Ok(model)
 }
 
 /// The number the next version of `model` will get (a model's jobs run one
@@ -359,7 +408,7 @@ async fn finish(
                 Err(e) => return Err(e.into()),
             }
         }
-        (_, Ok(Produced::Record { record, reused })) => match register(store, cfg, claimed, &record).await {
+        (_, Ok(Produced::Record { record, reused, .. })) => match register(store, cfg, claimed, &record).await {
             Ok(version) => JobOutcome::Published {
                 version_id: version.id,
                 number: version.number,
@@ -375,10 +424,7 @@ async fn finish(
             Err(e) => return Err(e.into()),
         },
         (Some(StopReason::Shutdown), Err(_)) => {
-            match store
-                .fail_job(job.id, worker, "worker shut down; job released", true)
-                .await
-            {
+            match store.release_job(job.id, worker, "worker shut down; job released").await {
                 Ok(_) => JobOutcome::Released,
                 Err(StoreError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
                 Err(e) => return Err(e.into()),

@@ -14,11 +14,13 @@
 //! version (the API does). It never logs payload text or subject
 //! identities: log fields carry job, request and version ids and counts.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use grin_store::Store;
 use tokio::sync::watch;
 
+pub mod cache;
 pub mod config;
 pub mod data;
 mod error;
@@ -26,6 +28,7 @@ mod job;
 mod observer;
 pub mod publish;
 
+pub use cache::ModelCache;
 pub use config::{DeviceChoice, WorkerConfig};
 pub use error::{Error, Result};
 pub use job::{JobOutcome, JobReport};
@@ -35,8 +38,24 @@ use job::sleep_or_shutdown;
 /// Claims at most one runnable job (after returning expired leases to the
 /// queue) and processes it to its end. `Ok(None)` when nothing was
 /// runnable.
-#[tracing::instrument(skip_all, fields(worker_id = %cfg.worker_id))]
+/// Nothing is cached between calls; see [`run_once_cached`].
 pub async fn run_once(store: &Store, cfg: &WorkerConfig) -> Result<Option<JobReport>> {
+    run_once_cached(store, cfg, &shared_cache(0)).await
+}
+
+/// A model cache shared by the jobs of one worker.
+pub type SharedCache = Arc<Mutex<ModelCache>>;
+
+/// An empty shared cache of `budget` bytes.
+pub fn shared_cache(budget: u64) -> SharedCache {
+    Arc::new(Mutex::new(ModelCache::new(budget)))
+}
+
+/// [`run_once`] with a model cache that outlives the call: a job whose base
+/// version is in `cache` starts from the cached weights, and the version it
+/// publishes is cached for the next job.
+#[tracing::instrument(skip_all, fields(worker_id = %cfg.worker_id))]
+pub async fn run_once_cached(store: &Store, cfg: &WorkerConfig, cache: &SharedCache) -> Result<Option<JobReport>> {
     cfg.validate()?;
     store.reap_expired().await?;
     let Some(claimed) = store.claim(&cfg.worker_id, cfg.lease).await? else {
@@ -44,7 +63,7 @@ pub async fn run_once(store: &Store, cfg: &WorkerConfig) -> Result<Option<JobRep
     };
     // Nobody can signal this one: run_once is not interrupted by shutdown.
     let (_keep, never) = watch::channel(false);
-    job::process(store, cfg, claimed, never).await.map(Some)
+    job::process(store, cfg, claimed, never, cache).await.map(Some)
 }
 
 /// The worker loop: reap expired leases every `reap_every`, claim, process,
@@ -64,6 +83,7 @@ pub async fn run(store: Store, cfg: WorkerConfig, mut shutdown: watch::Receiver<
     cfg.device.device()?;
     std::fs::create_dir_all(&cfg.checkpoint_root).map_err(|e| Error::io(&cfg.checkpoint_root, e))?;
     let mut waiter = store.work_waiter().await?;
+    let cache = shared_cache(cfg.model_cache_bytes);
     let mut last_reap: Option<Instant> = None;
     tracing::info!(root = %cfg.checkpoint_root.display(), "worker started");
     loop {
@@ -81,7 +101,7 @@ pub async fn run(store: Store, cfg: WorkerConfig, mut shutdown: watch::Receiver<
         }
         match store.claim(&cfg.worker_id, cfg.lease).await {
             Ok(Some(claimed)) => {
-                if let Err(e) = job::process(&store, &cfg, claimed, shutdown.clone()).await {
+                if let Err(e) = job::process(&store, &cfg, claimed, shutdown.clone(), &cache).await {
                     tracing::error!(error = %e, "ending the job in the store failed; its lease will expire");
                     if sleep_or_shutdown(cfg.poll_interval, &mut shutdown).await {
                         break;

@@ -17,6 +17,7 @@ backend_tests!(
     concurrent_claimers_claim_each_job_once,
     expired_lease_returns_job_to_queue_and_it_completes_once,
     claim_respects_run_after_backoff_and_max_attempts,
+    released_job_is_runnable_at_once_and_keeps_its_attempts,
     cancel_queued_request_at_once,
     cancel_running_request_sets_flag_and_requeues_the_rest,
     heartbeat_after_lease_loss_fails,
@@ -212,6 +213,45 @@ async fn claim_respects_run_after_backoff_and_max_attempts(db: TestDb) -> Result
     let job = store.fail_job(claimed.job.id, "w", "bad input", false).await?;
     ensure!(job.state == JobState::Failed && job.attempts == 1);
     ensure!(store.get_request(second.id).await?.status == RequestStatus::Failed);
+    store.verify_audit().await?;
+    Ok(())
+}
+
+/// A worker that shuts down hands its job back: runnable at once, the
+/// attempt not counted, so repeated shutdowns never exhaust a job.
+async fn released_job_is_runnable_at_once_and_keeps_its_attempts(db: TestDb) -> Result<()> {
+    let mut options = db.options();
+    options.queue.backoff_base = Duration::from_secs(600);
+    options.queue.max_attempts = 2;
+    let store = db.store_with(options).await?;
+    store.create_model(&new_model("m"), ADMIN).await?;
+    let (request, _) = store.create_request(&new_request(&store, "m", "k", "t")).await?;
+    for round in 0..3 {
+        let claimed = eventually(Duration::from_secs(5), || store.claim("w", LEASE)).await?;
+        ensure!(claimed.job.attempts == 1, "round {round}: attempt {}", claimed.job.attempts);
+        ensure!(store.get_request(request.id).await?.status == RequestStatus::Running);
+        let job = store.release_job(claimed.job.id, "w", "worker shut down").await?;
+        ensure!(job.state == JobState::Queued, "released job is queued: {:?}", job.state);
+        ensure!(job.attempts == 0 && job.worker_id.is_none() && job.lease_expires_at.is_none());
+        ensure!(job.run_after <= job.updated_at, "no backoff after a release");
+        ensure!(store.get_request(request.id).await?.status == RequestStatus::Queued);
+        // Only the owner may release.
+        let again = store.release_job(claimed.job.id, "w", "twice").await;
+        ensure!(matches!(again, Err(Error::LeaseLost { .. })), "{again:?}");
+    }
+    // A cancel requested while running wins over the release.
+    let claimed = store.claim("w", LEASE).await?.context("claimable at once")?;
+    store.cancel_request(request.id, ADMIN).await?;
+    let job = store.release_job(claimed.job.id, "w", "worker shut down").await?;
+    ensure!(job.state == JobState::Cancelled, "{:?}", job.state);
+    ensure!(store.get_request(request.id).await?.status == RequestStatus::Cancelled);
+    let actions: Vec<String> = store
+        .list_audit(&Default::default(), 0, 1000)
+        .await?
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    ensure!(actions.iter().filter(|a| *a == "job.released").count() == 3, "{actions:?}");
     store.verify_audit().await?;
     Ok(())
 }

@@ -169,4 +169,62 @@ async fn failed_gates_await_approval(db: TestDb) -> Result<()> {
     Ok(())
 }
 
-backend_tests!(publishes_a_verified_version, failed_gates_await_approval);
+/// The worker's model cache: the base version is cached as it was loaded
+/// (before training changed the weights), the published version is cached
+/// as published, and the next job on it starts from the cache.
+async fn next_job_starts_from_the_cached_version(db: TestDb) -> Result<()> {
+    let store = db.store().await?;
+    let model = "cached";
+    create_model(&store, model, None, quick_config(2), passing_gates()).await?;
+    let forget = split("forget10.jsonl");
+    let cfg = worker_config(&db, "w1");
+    let cache = grin_worker::shared_cache(1 << 30);
+    let device = candle_core::Device::Cpu;
+    let weights = |m: &grin::model::Model| -> Result<Vec<Vec<f32>>> {
+        m.tensors()
+            .values()
+            .map(|t| Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?))
+            .collect()
+    };
+    let on_disk = |location: &str| -> Result<Vec<Vec<f32>>> {
+        let dir = grin_worker::data::local_path(location);
+        weights(&grin::checkpoint::load_model(&dir, &device, None)?)
+    };
+
+    store.create_request(&payload_request(model, "k1", &forget[..1])).await?;
+    let first = grin_worker::run_once_cached(&store, &cfg, &cache).await?.context("job 1")?;
+    let JobOutcome::Published { version_id: v2, .. } = first.outcome else {
+        anyhow::bail!("{first:?}");
+    };
+    let v1 = store.get_version_by_number(model, 1).await?;
+    ensure!(cache.lock().unwrap().stats() == (0, 1), "job 1 loads from disk");
+    for (version, location) in [(v1.id, v1.location.clone()), (v2, store.get_version(v2).await?.location)] {
+        let cached = cache.lock().unwrap().checkout(version, &device)?.context("cached")?;
+        ensure!(weights(&cached)? == on_disk(&location)?, "cached {version} differs from its files");
+    }
+    ensure!(on_disk(&v1.location)? != on_disk(&store.get_version(v2).await?.location)?);
+
+    store.create_request(&payload_request(model, "k2", &forget[1..2])).await?;
+    let (hits, misses) = cache.lock().unwrap().stats();
+    let second = grin_worker::run_once_cached(&store, &cfg, &cache).await?.context("job 2")?;
+    let JobOutcome::Published { number: 3, version_id: v3, .. } = second.outcome else {
+        anyhow::bail!("{second:?}");
+    };
+    ensure!(
+        cache.lock().unwrap().stats() == (hits + 1, misses),
+        "job 2 starts from the cached version 2"
+    );
+    let version = store.get_version(v3).await?;
+    let text = serde_json::to_string(version.certificate.as_ref().context("certificate")?)?;
+    let cert = grin::certificate::verify_document(&text, &signing_key().verifying_key())?;
+    ensure!(cert.base_version.as_deref() == Some("2"));
+    grin::certificate::verify_files(&cert, &grin_worker::data::local_path(&version.location))?;
+    store.close().await;
+    Ok(())
+}
+
+backend_tests!(
+    publishes_a_verified_version,
+    failed_gates_await_approval,
+    next_job_starts_from_the_cached_version
+);

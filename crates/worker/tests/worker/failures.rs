@@ -70,7 +70,9 @@ async fn shutdown_releases_the_running_job(db: TestDb) -> Result<()> {
         .context("the worker did not stop in time")???;
     ensure!(t0.elapsed() < cfg.shutdown_grace, "stopped after {:?}", t0.elapsed());
     let job = store.get_job(job_id).await?;
-    ensure!(job.state == JobState::Queued && job.attempts == 1, "{job:?}");
+    // Released, not failed: the attempt is not counted and no backoff.
+    ensure!(job.state == JobState::Queued && job.attempts == 0, "{job:?}");
+    ensure!(job.run_after <= job.updated_at, "{job:?}");
     ensure!(
         job.last_error.as_deref().is_some_and(|e| e.contains("shut down")),
         "{job:?}"

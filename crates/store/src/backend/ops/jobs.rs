@@ -285,6 +285,54 @@ impl Ops {
         Ok(job)
     }
 
+    pub(crate) async fn release_job(&self, job_id: Uuid, worker_id: &str, reason: &str) -> Result<Job> {
+        let actor = worker_actor(worker_id);
+        let mut tx = self.begin_write().await?;
+        let job = lock_job(&mut tx, job_id).await?;
+        ensure_owner(&job, worker_id)?;
+        let now = now();
+        let mut entries = Vec::new();
+        if job.cancel_requested {
+            self.finish_cancel(&mut tx, &job, Some(reason), &actor, now, &mut entries)
+                .await?;
+        } else {
+            // The attempt did not fail: give it back, and make the job
+            // runnable at once (no backoff) for the next worker.
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_after = $2, worker_id = NULL, \
+                 lease_expires_at = NULL, heartbeat_at = NULL, last_error = $3, updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(job.id)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *tx.tx)
+            .await?;
+            sqlx::query(
+                "UPDATE deletion_requests SET status = 'queued', updated_at = $2 \
+                 WHERE status = 'running' AND id IN \
+                 (SELECT request_id FROM job_requests WHERE job_id = $1)",
+            )
+            .bind(job.id)
+            .bind(now)
+            .execute(&mut *tx.tx)
+            .await?;
+            entries.push(AuditEntry::new(
+                &actor,
+                "job.released",
+                "job",
+                job.id,
+                json!({"attempt": job.attempts, "reason": reason}),
+            ));
+            notify_work(&mut tx).await?;
+        }
+        let job = lock_job(&mut tx, job_id).await?;
+        audit::append(&mut tx, &entries).await?;
+        tx.commit().await?;
+        self.wake_local();
+        Ok(job)
+    }
+
     pub(crate) async fn acknowledge_cancel(&self, job_id: Uuid, worker_id: &str) -> Result<Job> {
         let actor = worker_actor(worker_id);
         let mut tx = self.begin_write().await?;
