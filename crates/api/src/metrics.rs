@@ -1,20 +1,22 @@
 //! Prometheus metrics (`GET /metrics`, text exposition format).
 //!
-//! HTTP latency and counts by route are recorded by a middleware. Queue and
-//! request gauges are computed from the store at scrape time, so every API
-//! replica reports the same numbers. Job and stage durations and rescued
-//! (lease-expired) jobs are observed by whoever runs the worker in this
-//! process, through [`Metrics::observe_job`], [`Metrics::observe_stage`]
-//! and [`Metrics::jobs_rescued`]; a worker in another process exposes them
-//! itself.
+//! HTTP latency and counts by route are recorded by a middleware. Everything
+//! about the work is computed from the store at scrape time, so workers need
+//! no metrics endpoint of their own and every API replica reports the same
+//! numbers: request and job gauges, queue depth and age; job durations
+//! (first claim to end, by final state) and GRIN stage durations (from the
+//! stage timings each published version records) as histograms rebuilt from
+//! all finished jobs at each scrape; jobs rescued after an expired lease
+//! (the reaper's audit records). Each scrape reads at most `SCRAPE_CAP` rows
+//! per kind.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use grin_store::{JobFilter, JobState, PageRequest, RequestFilter, RequestStatus, Store};
+use grin_store::{AuditFilter, JobFilter, JobState, PageRequest, RequestFilter, RequestStatus, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,6 +63,8 @@ struct Inner {
     job_duration: Family<OutcomeLabel, Histogram>,
     stage_duration: Family<StageLabel, Histogram>,
     rescued: Counter,
+    /// Rebuilding the histograms is clear-then-refill: one scrape at a time.
+    rebuild: Mutex<()>,
 }
 
 /// The metrics registry of one API process. Cheap to clone.
@@ -125,12 +129,12 @@ impl Metrics {
         );
         registry.register(
             "grin_job_duration_seconds",
-            "Job run time by outcome (observed by an in-process worker)",
+            "Job run time from first claim to end, by final state",
             job_duration.clone(),
         );
         registry.register(
             "grin_stage_duration_seconds",
-            "GRIN stage run time (observed by an in-process worker)",
+            "GRIN stage run time (published versions)",
             stage_duration.clone(),
         );
         registry.register(
@@ -150,33 +154,9 @@ impl Metrics {
                 job_duration,
                 stage_duration,
                 rescued,
+                rebuild: Mutex::new(()),
             }),
         }
-    }
-
-    /// A finished job's run time; `outcome` is its final state.
-    pub fn observe_job(&self, outcome: &str, seconds: f64) {
-        self.inner
-            .job_duration
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
-            })
-            .observe(seconds);
-    }
-
-    /// One GRIN stage's run time.
-    pub fn observe_stage(&self, stage: &str, seconds: f64) {
-        self.inner
-            .stage_duration
-            .get_or_create(&StageLabel {
-                stage: stage.to_owned(),
-            })
-            .observe(seconds);
-    }
-
-    /// Jobs a reaper returned to the queue.
-    pub fn jobs_rescued(&self, n: u64) {
-        self.inner.rescued.inc_by(n);
     }
 
     fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -222,6 +202,7 @@ impl Metrics {
                 .set(n as i64);
         }
         let now = chrono::Utc::now();
+        let mut durations: Vec<(&'static str, f64)> = Vec::new();
         for state in JobState::ALL {
             let filter = JobFilter {
                 state: Some(*state),
@@ -235,6 +216,12 @@ impl Metrics {
                 n += page.items.len();
                 if let Some(last) = page.items.last() {
                     oldest = Some(last.created_at);
+                }
+                if state.is_terminal() {
+                    durations.extend(page.items.iter().filter_map(|j| {
+                        let (start, end) = (j.started_at?, j.finished_at?);
+                        Some((state.as_str(), (end - start).num_milliseconds().max(0) as f64 / 1000.0))
+                    }));
                 }
                 after = page.next;
                 if after.is_none() || n >= SCRAPE_CAP {
@@ -252,6 +239,30 @@ impl Metrics {
                 let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
                 self.inner.oldest_queued_age.set(age);
             }
+        }
+        let stages = stage_timings(store).await?;
+        let rescued = rescued_jobs(store).await?;
+        let _one_at_a_time = self.inner.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.job_duration.clear();
+        for (outcome, seconds) in durations {
+            self.inner
+                .job_duration
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_owned(),
+                })
+                .observe(seconds);
+        }
+        self.inner.stage_duration.clear();
+        for (stage, seconds) in stages {
+            self.inner
+                .stage_duration
+                .get_or_create(&StageLabel { stage })
+                .observe(seconds);
+        }
+        // A counter only goes up: add what the audit log gained.
+        let counted = self.inner.rescued.get();
+        if rescued > counted {
+            self.inner.rescued.inc_by(rescued - counted);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
@@ -276,4 +287,37 @@ pub async fn track_http(State(metrics): State<Metrics>, req: Request, next: Next
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// (stage, seconds) of every published version's GRIN stages.
+async fn stage_timings(store: &Store) -> grin_store::Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for model in store.list_models().await? {
+        for version in store.list_versions(&model.name).await? {
+            if let Some(stages) = version.metrics.get("stage_seconds").and_then(|v| v.as_object()) {
+                out.extend(stages.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))));
+            }
+            if out.len() >= SCRAPE_CAP {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Jobs the reaper put back in the queue after their lease expired.
+async fn rescued_jobs(store: &Store) -> grin_store::Result<u64> {
+    let filter = AuditFilter {
+        action: Some("job.retry_scheduled".into()),
+        ..AuditFilter::default()
+    };
+    let (mut n, mut after) = (0u64, 0i64);
+    loop {
+        let page = store.list_audit(&filter, after, 1000).await?;
+        n += page.iter().filter(|r| r.actor == "reaper").count() as u64;
+        match page.last() {
+            Some(last) if page.len() == 1000 && (n as usize) < SCRAPE_CAP => after = last.seq,
+            _ => return Ok(n),
+        }
+    }
 }

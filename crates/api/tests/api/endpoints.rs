@@ -25,6 +25,7 @@ backend_tests!(
     approval_alias_and_rollback,
     audit_health_and_metrics,
     callbacks_are_signed_and_delivered,
+    work_metrics_come_from_the_store,
 );
 
 fn version(job: Uuid, requests: &[Uuid], status: VersionStatus) -> NewVersion {
@@ -564,5 +565,51 @@ async fn callbacks_are_signed_and_delivered(db: TestDb) -> Result<()> {
     ensure!(headers["grin-event-id"] == format!("{id}:running").as_str());
     ensure!(attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     dispatcher.abort();
+    Ok(())
+}
+
+/// Job and stage durations and rescued jobs are computed from the store at
+/// scrape time (a worker in another process needs no metrics endpoint),
+/// and scraping twice does not count anything twice.
+async fn work_metrics_come_from_the_store(db: TestDb) -> Result<()> {
+    let mut options = db.options();
+    options.queue.backoff_base = Duration::from_millis(1);
+    options.queue.backoff_max = Duration::from_millis(1);
+    let t = TestApp::new(&db).await?;
+    let store = grin_store::Store::open(&db.url, options).await?;
+    // One job succeeds with stage timings; one is rescued after its lease
+    // expires and then fails for good.
+    let a = t.submit("first").await?;
+    let claimed = store.claim("w1", Duration::from_secs(60)).await?.context("claim")?;
+    let mut v = version(claimed.job.id, &[a], VersionStatus::Published);
+    v.metrics = json!({"stage_seconds": {"selection": 1.5, "noise": 0.25, "finetune": 30.0}});
+    store.complete_job(claimed.job.id, "w1", Some(v)).await?;
+    t.submit("second").await?;
+    let claimed = store.claim("w2", Duration::from_millis(1)).await?.context("claim")?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ensure!(store.reap_expired().await?.len() == 1, "the lease expired");
+    let again = loop {
+        if let Some(c) = store.claim("w3", Duration::from_secs(60)).await? {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    ensure!(again.job.id == claimed.job.id);
+    store.fail_job(again.job.id, "w3", "bad input", false).await?;
+
+    for _ in 0..2 {
+        let r = t.get("/metrics", "").await?;
+        for needle in [
+            "grin_job_duration_seconds_count{outcome=\"succeeded\"} 1",
+            "grin_job_duration_seconds_count{outcome=\"failed\"} 1",
+            "grin_stage_duration_seconds_count{stage=\"finetune\"} 1",
+            "grin_stage_duration_seconds_sum{stage=\"finetune\"} 30.0",
+            "grin_stage_duration_seconds_count{stage=\"selection\"} 1",
+            "grin_jobs_rescued_total 1",
+        ] {
+            ensure!(r.text.contains(needle), "no {needle:?} in\n{}", r.text);
+        }
+    }
+    store.close().await;
     Ok(())
 }
