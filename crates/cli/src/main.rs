@@ -3,7 +3,9 @@
 mod bar;
 mod bench_unlearn;
 mod commands;
+mod demo;
 mod service;
+mod settings;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -12,6 +14,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "grin", version, about)]
 struct Cli {
+    /// TOML file of service settings (keys: the GRIN_* variables in lower
+    /// case without the prefix); flags and environment variables win over it.
+    #[arg(long, global = true, env = "GRIN_SETTINGS")]
+    settings: Option<std::path::PathBuf>,
     /// Worker threads for tensor work (default: all cores).
     #[arg(long, global = true, env = "GRIN_THREADS")]
     threads: Option<usize>,
@@ -21,6 +27,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See the whole service work in one command: builds a small model,
+    /// starts the API and a worker on an embedded SQLite database, forgets
+    /// one fictitious author over HTTP and verifies the evidence.
+    Demo(demo::DemoArgs),
     /// Build a synthetic benchmark (dataset, tokenizer, trained model, oracle).
     #[command(subcommand)]
     Fixture(commands::FixtureCommand),
@@ -61,6 +71,13 @@ enum Command {
         #[command(flatten)]
         serve: service::ServeArgs,
     },
+    /// Verify the audit log's hash chain.
+    Audit {
+        #[command(flatten)]
+        service: service::ServiceArgs,
+        #[command(subcommand)]
+        command: service::AuditCommand,
+    },
     /// Run a worker: claim jobs and unlearn.
     Worker {
         #[command(flatten)]
@@ -74,6 +91,13 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // The settings file fills in the environment before anything reads it.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = settings::settings_path(&args) {
+        for (var, value) in settings::from_file(std::path::Path::new(&path))? {
+            std::env::set_var(var, value);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GRIN_LOG").unwrap_or_else(|_| "warn,grin=info".into()),
@@ -88,6 +112,8 @@ fn main() -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     match cli.command {
+        Command::Demo(a) => demo::demo(a),
+        Command::Audit { service, command } => service::audit(service, command),
         Command::Fixture(c) => commands::fixture(c),
         Command::Finetune(a) => commands::finetune(a),
         Command::Unlearn(a) => commands::unlearn(a),

@@ -359,3 +359,55 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
     assert!(run(args).contains("config.json"));
     assert!(!out.exists(), "a failed run left {}", out.display());
 }
+
+/// The README's first command, in its quick flavour: the whole service in
+/// one process forgets one author over HTTP and verifies the evidence; a
+/// second run reuses the model and forgets the next author. The logs never
+/// carry the forgotten texts.
+#[test]
+fn demo_forgets_an_author_and_verifies_the_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_grin"))
+            .args(["demo", "--quick", "--dir", s(&dir)])
+            .env("GRIN_THREADS", "2")
+            .env("GRIN_LOG", "info")
+            .output()
+            .expect("run grin demo");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "grin demo failed:\n{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let (first, logs) = run();
+    for needle in [
+        "new version: tofu-mini v2 (published), from v1",
+        "forget: answer probability",
+        "certificate: Ed25519 signature OK",
+        "files match their SHA-256",
+        "audit log: hash chain of",
+        "forget texts were erased",
+    ] {
+        assert!(first.contains(needle), "no {needle:?} in\n{first}");
+    }
+    // Secrets stay in their files (mode 0600), never in the output.
+    let secret = std::fs::read_to_string(dir.join("hmac-secret")).unwrap();
+    assert!(!first.contains(secret.trim()) && !logs.contains(secret.trim()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("hmac-secret")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the HMAC secret is readable by others");
+    }
+    // No forgotten answer text in the logs.
+    let forget = std::fs::read_to_string(dir.join("tofu-mini-quick/data/forget10.jsonl")).unwrap();
+    for line in forget.lines().filter(|l| !l.trim().is_empty()) {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let answer = row["answer"].as_str().unwrap();
+        assert!(!logs.contains(answer), "a forgotten answer is in the logs");
+    }
+    let (second, _) = run();
+    assert!(second.contains("reusing"), "{second}");
+    assert!(second.contains("new version: tofu-mini v3 (published), from v2"), "{second}");
+}
