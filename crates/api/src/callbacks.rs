@@ -168,15 +168,19 @@ impl CallbackHub {
     }
 
     /// Starts following a request (no event for its current status).
+    /// A request already followed keeps the status last announced (the
+    /// dispatcher's start-up listing must not swallow a change it raced with).
     pub fn watch(&self, request: &DeletionRequest) {
         if let Some(url) = &request.callback_url {
-            self.inner.watched.lock().expect("callback map").insert(
-                request.id,
-                Watched {
+            self.inner
+                .watched
+                .lock()
+                .expect("callback map")
+                .entry(request.id)
+                .or_insert_with(|| Watched {
                     url: url.clone(),
                     status: request.status,
-                },
-            );
+                });
         }
     }
 

@@ -24,13 +24,16 @@ pub mod auth;
 pub mod callbacks;
 pub mod error;
 pub mod extract;
+pub mod identity;
 pub mod metrics;
+pub mod opendsr;
 mod routes;
 pub mod views;
 
 pub use callbacks::{spawn_callback_dispatcher, CallbackHub, CallbackSettings};
 pub use error::{ApiError, FieldError, Problem, PROBLEM_JSON};
 pub use metrics::Metrics;
+pub use opendsr::{spawn_opendsr_dispatcher, OpenDsr, OpenDsrSettings, ProcessorKey};
 pub use routes::openapi;
 
 /// Configurable limits on what one request may carry.
@@ -54,6 +57,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How often an SSE stream polls the store for changes.
     pub sse_poll_interval: Duration,
+    /// Largest corpus upload (`POST /v1/models/{name}/corpus`), in bytes.
+    /// Uploads stream: this bounds one request, not memory.
+    pub max_corpus_bytes: u64,
+    /// Longest line of a corpus upload, in bytes.
+    pub max_corpus_line_bytes: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +77,8 @@ impl Default for Limits {
             max_noise_sigma: 1.0,
             request_timeout: Duration::from_secs(30),
             sse_poll_interval: Duration::from_millis(500),
+            max_corpus_bytes: 8 * 1024 * 1024 * 1024,
+            max_corpus_line_bytes: 1024 * 1024,
         }
     }
 }
@@ -81,6 +91,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `None`: requests with a `callback_url` are refused (422).
     pub callbacks: Option<CallbackHub>,
+    /// The OpenDSR processor (routes under `/opendsr/v1`). By default with
+    /// a self-signed development key generated on first use.
+    pub opendsr: OpenDsr,
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,18 +102,21 @@ impl std::fmt::Debug for AppState {
             .field("store", &self.store)
             .field("limits", &self.limits)
             .field("callbacks", &self.callbacks.is_some())
+            .field("opendsr", &self.opendsr)
             .finish_non_exhaustive()
     }
 }
 
 impl AppState {
-    /// A state with default limits, fresh metrics and no callbacks.
+    /// A state with default limits, fresh metrics, no callbacks and the
+    /// OpenDSR processor with default settings.
     pub fn new(store: grin_store::Store) -> Self {
         AppState {
             store,
             limits: Arc::new(Limits::default()),
             metrics: Metrics::new(),
             callbacks: None,
+            opendsr: OpenDsr::default(),
         }
     }
 
@@ -111,6 +127,13 @@ impl AppState {
 
     pub fn with_callbacks(mut self, hub: CallbackHub) -> Self {
         self.callbacks = Some(hub);
+        self
+    }
+
+    /// Configures the OpenDSR processor (key and certificate, domain, public
+    /// URL, models, callback policy).
+    pub fn with_opendsr(mut self, settings: OpenDsrSettings) -> Self {
+        self.opendsr = OpenDsr::new(settings);
         self
     }
 }
@@ -127,14 +150,16 @@ impl FromRef<AppState> for Metrics {
     }
 }
 
-/// The whole API as a router (no socket): `/v1/...`, `/healthz`, `/readyz`,
+/// The whole API as a router (no socket): `/v1/...`, `/opendsr/v1/...`, `/healthz`, `/readyz`,
 /// `/metrics`.
 pub fn app(state: AppState) -> Router {
     routes::build(state)
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves (graceful: open
-/// requests finish; SSE streams are cut).
+/// requests finish; SSE streams are cut). Also runs the OpenDSR callback
+/// dispatcher ([`spawn_opendsr_dispatcher`]) unless
+/// `OpenDsrSettings::dispatcher_in_serve` is off.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -142,5 +167,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "API listening");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let dispatcher = state
+        .opendsr
+        .settings()
+        .dispatcher_in_serve
+        .then(|| spawn_opendsr_dispatcher(state.store.clone(), state.opendsr.clone()));
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    if let Some(d) = dispatcher {
+        d.abort();
+    }
+    served
 }

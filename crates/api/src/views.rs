@@ -510,3 +510,263 @@ pub struct AuditVerification {
 pub struct Health {
     pub status: String,
 }
+
+// ---- corpus (issue #9) -------------------------------------------------------
+
+/// An identity in a request body: the OpenDSR identity object. In corpus
+/// uploads a bare string (an untyped subject, matched exactly) is accepted
+/// too.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityObject {
+    /// One of the OpenDSR identity types (see `GET /opendsr/v1/discovery`).
+    #[schema(value_type = IdentityType)]
+    pub identity_type: String,
+    /// The value, or its hex digest for the hashed formats. Stored only as
+    /// HMACs; never logged or echoed.
+    #[schema(min_length = 1, max_length = 512)]
+    pub identity_value: String,
+    /// `raw` (default), `sha256`, `md5` or `sha1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdentityFormat>)]
+    pub identity_format: Option<String>,
+}
+
+/// The identity types of the OpenDSR specification (§5.1).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityType {
+    ControllerCustomerId,
+    AndroidAdvertisingId,
+    AndroidId,
+    Email,
+    FireAdvertisingId,
+    IosAdvertisingId,
+    IosVendorId,
+    MicrosoftAdvertisingId,
+    MicrosoftPublisherId,
+    RokuPublisherId,
+    RokuAdvertisingId,
+}
+
+/// How an identity value is encoded (§5.2): in clear, or the hex digest of
+/// the normalised value.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityFormat {
+    Raw,
+    Sha256,
+    Md5,
+    Sha1,
+}
+
+/// Request types of the specification (§6.2); only `erasure` is fulfilled.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectRequestType {
+    Erasure,
+    Access,
+    Portability,
+}
+
+/// Regulations of the specification.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Regulation {
+    Gdpr,
+    Ccpa,
+}
+
+/// One line of a corpus upload (JSON Lines): a dataset row (TOFU fields
+/// `question`/`answer`/... or `text`, plus any extra fields), optionally
+/// tagged with the subjects it concerns. `subject_identities` is removed
+/// before the row is stored; the identities are kept only as HMAC tags.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CorpusLine {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Identity objects, or plain strings for untyped subjects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub subject_identities: Option<Vec<Value>>,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CorpusUploadView {
+    pub model: String,
+    /// Rows read.
+    pub received: u64,
+    /// New live rows (added to the retain corpus).
+    pub inserted: u64,
+    /// Rows already stored (by digest); their new subject tags were added.
+    pub duplicates: u64,
+    /// Rows about a subject already erased from this model: stored
+    /// forgotten, never retained.
+    pub suppressed: u64,
+}
+
+/// Row counts of a model's corpus.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CorpusStatsView {
+    pub model: String,
+    /// Rows ever stored.
+    pub rows: i64,
+    /// Live rows: the model's retain corpus.
+    pub live: i64,
+    /// Rows whose data a fulfilled request erased (digest kept).
+    pub forgotten: i64,
+}
+
+/// `POST /v1/models/{name}/corpus/lookup`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusLookup {
+    /// Identity objects (or plain strings), as in uploads.
+    #[schema(value_type = Vec<Object>)]
+    pub subject_identities: Vec<Value>,
+    /// Most rows returned (1 to the server's page maximum; default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A live corpus row.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CorpusRowView {
+    pub id: Uuid,
+    pub row_digest: String,
+    pub created_at: DateTime<Utc>,
+    /// The dataset row.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+/// The live rows about the given identities.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CorpusLookupView {
+    pub model: String,
+    /// How many live rows concern the identities.
+    pub count: i64,
+    /// The first of them, oldest first.
+    pub rows: Vec<CorpusRowView>,
+}
+
+// ---- OpenDSR (issue #9) --------------------------------------------------------
+
+/// An identity type and format the processor accepts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SupportedIdentity {
+    pub identity_type: String,
+    pub identity_format: String,
+}
+
+/// `GET /opendsr/v1/discovery` (OpenDSR §6.3).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DiscoveryView {
+    pub api_version: String,
+    pub supported_identities: Vec<SupportedIdentity>,
+    /// `["erasure"]`.
+    pub supported_subject_request_types: Vec<String>,
+    /// URL of the X.509 certificate (PEM) whose key signs responses and callbacks.
+    pub processor_certificate: String,
+}
+
+/// An OpenDSR / OpenGDPR request (§7.1). Unknown top-level fields are
+/// ignored, as other processors do.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrRequestBody {
+    /// `gdpr` or `ccpa` (required on the OpenDSR route, optional on the OpenGDPR one).
+    #[schema(value_type = Option<Regulation>)]
+    pub regulation: Option<String>,
+    /// A lowercase UUID v4 chosen by the controller; the request's identity
+    /// here (idempotent: the same id and body again return the same answer).
+    pub subject_request_id: Uuid,
+    /// `erasure` (`access` and `portability` are refused).
+    #[schema(value_type = SubjectRequestType)]
+    pub subject_request_type: String,
+    /// RFC 3339 time of the data subject's request.
+    pub submitted_time: DateTime<Utc>,
+    /// At least one identity.
+    #[schema(min_items = 1, max_items = 32)]
+    pub subject_identities: Vec<IdentityObject>,
+    pub api_version: Option<String>,
+    /// `http://` URLs that receive a signed callback on every status change.
+    #[schema(max_items = 10)]
+    pub status_callback_urls: Option<Vec<String>>,
+    /// Processor-keyed extensions; under this processor's domain,
+    /// `{"models": ["name", ...]}` limits the erasure to those models.
+    #[schema(value_type = Option<Object>)]
+    pub extensions: Option<Value>,
+}
+
+/// `201` to a new (or replayed) request (§7.3); signed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrCreatedView {
+    pub controller_id: String,
+    pub expected_completion_time: String,
+    pub received_time: String,
+    /// Base64 of the request body as received. Do not log or store it.
+    pub encoded_request: String,
+    pub subject_request_id: String,
+}
+
+/// A request's status (§8.3); signed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrStatusView {
+    pub controller_id: String,
+    pub expected_completion_time: String,
+    pub subject_request_id: String,
+    /// `pending`, `in_progress`, `completed` or `cancelled`.
+    pub request_status: String,
+    pub api_version: String,
+    /// Always null: erasure has no results to download.
+    pub results_url: Option<String>,
+    /// When completed: corpus rows erased.
+    pub results_count: Option<i64>,
+    /// Keyed by the processor domain: `status` (this processor's view,
+    /// e.g. `failed`, which the specification has no status for) and the
+    /// `deletion_request_ids` serving the request.
+    #[schema(value_type = Object)]
+    pub extensions: Value,
+}
+
+/// `202` to a cancellation (§9.2); signed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrCancelledView {
+    pub controller_id: String,
+    pub subject_request_id: String,
+    pub received_time: String,
+    pub api_version: String,
+}
+
+/// One detail of an OpenDSR error.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrErrorDetail {
+    /// E.g. `Validation`, `Request`, `Authentication`.
+    pub domain: String,
+    /// Machine-readable: `required`, `invalid_value`, `unsupported_identity_type`,
+    /// `unsupported_identity_format`, `invalid_identity_value`,
+    /// `unsupported_request_type`, `duplicate_subject_request_id`, `invalid_state`, ...
+    pub reason: String,
+    /// Names the field; never contains identity values.
+    pub message: String,
+}
+
+/// The error object (§7.6).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrErrorObject {
+    /// The HTTP status.
+    pub code: u16,
+    pub message: String,
+    pub errors: Vec<OpenDsrErrorDetail>,
+}
+
+/// Error body of the OpenDSR routes (§7.5).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OpenDsrErrorBody {
+    pub error: OpenDsrErrorObject,
+}

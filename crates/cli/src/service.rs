@@ -100,8 +100,53 @@ pub struct ServeArgs {
     /// Secret for signing callbacks (HMAC-SHA256); callbacks are off without it.
     #[arg(long, env = "GRIN_CALLBACK_SECRET", hide_env_values = true)]
     callback_secret: Option<String>,
+    /// Public base URL (e.g. https://grin.example.com): OpenDSR discovery
+    /// names the processor certificate under it.
+    #[arg(long, env = "GRIN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// OpenDSR processor domain (default: the host of --public-url).
+    #[arg(long, env = "GRIN_OPENDSR_DOMAIN")]
+    opendsr_domain: Option<String>,
+    /// RSA private key (PEM) that signs OpenDSR responses and callbacks;
+    /// without it a self-signed development key is generated (with a warning).
+    #[arg(long, env = "GRIN_OPENDSR_KEY", requires = "opendsr_cert")]
+    opendsr_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM) of --opendsr-key, served at discovery.
+    #[arg(long, env = "GRIN_OPENDSR_CERT", requires = "opendsr_key")]
+    opendsr_cert: Option<PathBuf>,
+    /// Models an OpenDSR erasure applies to (comma-separated; default all).
+    #[arg(long, env = "GRIN_OPENDSR_MODELS", value_delimiter = ',')]
+    opendsr_models: Vec<String>,
     #[command(flatten)]
     worker: WorkerArgs,
+}
+
+impl ServeArgs {
+    fn opendsr(&self) -> Result<grin_api::OpenDsrSettings> {
+        let processor_domain = self
+            .opendsr_domain
+            .clone()
+            .or_else(|| {
+                let rest = self.public_url.as_deref()?.split("://").nth(1)?;
+                rest.split(['/', ':']).next().map(str::to_owned)
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let mut o = grin_api::OpenDsrSettings {
+            public_url: self.public_url.clone(),
+            processor_domain,
+            ..Default::default()
+        };
+        if let (Some(k), Some(c)) = (&self.opendsr_key, &self.opendsr_cert) {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let key = grin_api::ProcessorKey::from_pem(&read(k)?, &read(c)?)
+                .with_context(|| format!("--opendsr-key {} / --opendsr-cert {}", k.display(), c.display()))?;
+            o.key = Some(std::sync::Arc::new(key));
+        }
+        if !self.opendsr_models.is_empty() {
+            o.models = Some(self.opendsr_models.clone());
+        }
+        Ok(o)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -266,7 +311,7 @@ pub fn models(args: ServiceArgs, cmd: ModelsCommand) -> Result<()> {
 pub fn serve(args: ServiceArgs, serve: ServeArgs) -> Result<()> {
     runtime()?.block_on(async {
         let store = args.open().await?;
-        let mut state = grin_api::AppState::new(store.clone());
+        let mut state = grin_api::AppState::new(store.clone()).with_opendsr(serve.opendsr()?);
         if let Some(secret) = &serve.callback_secret {
             let hub = grin_api::CallbackHub::new(grin_api::CallbackSettings::new(secret.as_bytes().to_vec()));
             grin_api::spawn_callback_dispatcher(store.clone(), hub.clone());

@@ -44,6 +44,36 @@ pub const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "HMAC key for signed status callbacks (off when unset)",
         "—",
     ),
+    (
+        "public_url",
+        "GRIN_PUBLIC_URL",
+        "public base URL; OpenDSR discovery names the processor certificate under it",
+        "from the request's `Host`",
+    ),
+    (
+        "opendsr_domain",
+        "GRIN_OPENDSR_DOMAIN",
+        "OpenDSR processor domain",
+        "the host of `public_url`",
+    ),
+    (
+        "opendsr_key",
+        "GRIN_OPENDSR_KEY",
+        "RSA key (PEM) signing OpenDSR responses and callbacks",
+        "a generated self-signed development key",
+    ),
+    (
+        "opendsr_cert",
+        "GRIN_OPENDSR_CERT",
+        "X.509 certificate (PEM) of `opendsr_key`",
+        "—",
+    ),
+    (
+        "opendsr_models",
+        "GRIN_OPENDSR_MODELS",
+        "models an OpenDSR erasure applies to (comma-separated)",
+        "all",
+    ),
     ("device", "GRIN_DEVICE", "`cpu`, `cuda[:N]` (`cuda` build), `metal`", "`cpu`"),
     (
         "model_cache_mb",

@@ -518,6 +518,130 @@ impl Store {
     pub async fn verify_audit(&self) -> Result<AuditHead> {
         delegate!(self.verify_audit())
     }
+
+    // ---- corpus uploads and OpenDSR (issue #9) -----------------------------
+
+    /// Adds corpus rows in one transaction (idempotent by row digest) and
+    /// says what happened to them: a row already stored gains the new
+    /// subject tags; a row about a subject whose erasure from this model
+    /// already succeeded is stored forgotten (see [`CorpusInsert`]).
+    pub async fn insert_corpus_batch(&self, model: &str, rows: &[NewCorpusRow], actor: &str) -> Result<CorpusInsert> {
+        delegate!(self.insert_corpus_batch(model, rows, actor))
+    }
+
+    /// Row counts of a model's corpus.
+    pub async fn corpus_stats(&self, model: &str) -> Result<CorpusStats> {
+        delegate!(self.corpus_stats(model))
+    }
+
+    /// Live rows of a model tagged with any of `subject_hmacs`: their
+    /// number, and the first `limit` of them in insertion order.
+    pub async fn corpus_rows_for_subjects(
+        &self,
+        model: &str,
+        subject_hmacs: &[String],
+        limit: u32,
+    ) -> Result<(i64, Vec<CorpusRow>)> {
+        delegate!(self.corpus_rows_for_subjects(model, subject_hmacs, limit))
+    }
+
+    /// Every live corpus row, of any model, tagged with one of
+    /// `subject_hmacs` (one entry per row and matching tag).
+    pub async fn subject_rows(&self, subject_hmacs: &[String]) -> Result<Vec<SubjectRowRef>> {
+        delegate!(self.subject_rows(subject_hmacs))
+    }
+
+    /// Stores an OpenDSR request, idempotently per `(client_id,
+    /// subject_request_id)`: the same id and body digest again returns the
+    /// stored request with `false`; another body is
+    /// [`Error::IdempotencyMismatch`]. Without targets it is stored
+    /// `completed` (nothing to forget, audited). Its initial callbacks are
+    /// enqueued in the same transaction.
+    pub async fn create_opendsr_request(&self, new: &NewOpenDsrRequest, actor: &str) -> Result<(OpenDsrRequest, bool)> {
+        delegate!(self.create_opendsr_request(new, actor))
+    }
+
+    /// One OpenDSR request by its id.
+    pub async fn get_opendsr_request(&self, id: Uuid) -> Result<OpenDsrRequest> {
+        delegate!(self.get_opendsr_request(id))
+    }
+
+    /// The OpenDSR request with this `subject_request_id` (of this client,
+    /// when given; the newest when several clients used the id).
+    pub async fn find_opendsr_request(
+        &self,
+        client_id: Option<&str>,
+        subject_request_id: &str,
+    ) -> Result<Option<OpenDsrRequest>> {
+        delegate!(self.find_opendsr_request(client_id, subject_request_id))
+    }
+
+    /// Records the deletion requests made for an OpenDSR request's targets
+    /// (one per target, in order). Only the first call links; later calls
+    /// return the request unchanged.
+    pub async fn link_opendsr_requests(&self, id: Uuid, request_ids: &[Uuid], actor: &str) -> Result<OpenDsrRequest> {
+        delegate!(self.link_opendsr_requests(id, request_ids, actor))
+    }
+
+    /// Marks a pending OpenDSR request for cancellation (idempotent);
+    /// [`Error::InvalidState`] once it left `pending`. The caller cancels
+    /// its deletion requests.
+    pub async fn request_opendsr_cancel(&self, id: Uuid, actor: &str) -> Result<OpenDsrRequest> {
+        delegate!(self.request_opendsr_cancel(id, actor))
+    }
+
+    /// Moves an OpenDSR request from `from` to a later status `to` and
+    /// enqueues `callbacks`, atomically and audited. `None` when its status
+    /// is no longer `from` (someone else moved it).
+    pub async fn transition_opendsr(
+        &self,
+        id: Uuid,
+        from: OpenDsrStatus,
+        to: OpenDsrStatus,
+        callbacks: &[NewCallback],
+        details: serde_json::Value,
+        actor: &str,
+    ) -> Result<Option<OpenDsrRequest>> {
+        delegate!(self.transition_opendsr(id, from, to, callbacks, details, actor))
+    }
+
+    /// OpenDSR requests not yet completed or cancelled, oldest first.
+    pub async fn open_opendsr_requests(&self, limit: u32) -> Result<Vec<OpenDsrRequest>> {
+        delegate!(self.open_opendsr_requests(limit))
+    }
+
+    /// Deletion requests by id (unknown ids are left out).
+    pub async fn deletion_requests_by_ids(&self, ids: &[Uuid]) -> Result<Vec<DeletionRequest>> {
+        delegate!(self.deletion_requests_by_ids(ids))
+    }
+
+    /// How many corpus rows these deletion requests forgot.
+    pub async fn count_rows_forgotten_by(&self, request_ids: &[Uuid]) -> Result<i64> {
+        delegate!(self.count_rows_forgotten_by(request_ids))
+    }
+
+    /// Claims up to `limit` due callbacks for `lease` (their next attempt
+    /// moves to the end of the lease, so a crashed sender's claims come
+    /// back): each request's callbacks to one URL go out in order.
+    pub async fn claim_opendsr_callbacks(&self, lease: Duration, limit: u32) -> Result<Vec<OpenDsrCallback>> {
+        delegate!(self.claim_opendsr_callbacks(lease, limit))
+    }
+
+    /// Records how a callback attempt ended (deliveries and give-ups are
+    /// audited). A callback already finished is returned unchanged.
+    pub async fn finish_opendsr_callback(
+        &self,
+        id: Uuid,
+        outcome: &CallbackOutcome,
+        actor: &str,
+    ) -> Result<OpenDsrCallback> {
+        delegate!(self.finish_opendsr_callback(id, outcome, actor))
+    }
+
+    /// An OpenDSR request's callbacks, oldest first.
+    pub async fn opendsr_callbacks(&self, opendsr_id: Uuid) -> Result<Vec<OpenDsrCallback>> {
+        delegate!(self.opendsr_callbacks(opendsr_id))
+    }
 }
 
 /// Where idle workers wait for work: Postgres LISTEN/NOTIFY plus in-process

@@ -597,3 +597,176 @@ impl std::fmt::Debug for StoreOptions {
             .finish()
     }
 }
+
+// ---- corpus uploads ---------------------------------------------------------
+
+/// What [`Store::insert_corpus_batch`](crate::Store::insert_corpus_batch) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CorpusInsert {
+    /// New rows, live (part of the retain corpus).
+    pub inserted: u64,
+    /// Rows whose digest was already stored (their new subject tags, if
+    /// any, were added to the stored row).
+    pub duplicates: u64,
+    /// Rows about a subject whose erasure from this model already succeeded:
+    /// stored already forgotten (digest and tags only), so they never enter
+    /// a retain set.
+    pub suppressed: u64,
+}
+
+/// Row counts of a model's corpus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CorpusStats {
+    /// Every row ever stored (forgotten ones included).
+    pub rows: i64,
+    /// Rows not forgotten: the retain corpus.
+    pub live: i64,
+    /// Rows whose data was erased by a fulfilled request.
+    pub forgotten: i64,
+}
+
+/// A live corpus row tagged with a subject tag (see
+/// [`Store::subject_rows`](crate::Store::subject_rows)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SubjectRowRef {
+    pub model_name: String,
+    pub subject_hmac: String,
+    pub row_id: Uuid,
+}
+
+// ---- OpenDSR ----------------------------------------------------------------
+
+text_enum! {
+    /// Status of an OpenDSR (OpenGDPR) request, as the spec names them.
+    OpenDsrStatus {
+        /// Received; no work started yet.
+        Pending = "pending",
+        /// Some of its deletion requests are running, awaiting approval,
+        /// finished while others are not, or failed (the spec has no failure
+        /// status: a failed request stays here until an operator acts).
+        InProgress = "in_progress",
+        /// Every deletion request finished and the data is gone (or there
+        /// was nothing to forget).
+        Completed = "completed",
+        /// Cancelled while pending.
+        Cancelled = "cancelled",
+    }
+}
+
+impl OpenDsrStatus {
+    /// No further transition happens from this status.
+    pub fn is_final(self) -> bool {
+        matches!(self, OpenDsrStatus::Completed | OpenDsrStatus::Cancelled)
+    }
+
+    /// Order of progress: statuses only ever move forward.
+    pub fn rank(self) -> u8 {
+        match self {
+            OpenDsrStatus::Pending => 0,
+            OpenDsrStatus::InProgress => 1,
+            OpenDsrStatus::Completed | OpenDsrStatus::Cancelled => 2,
+        }
+    }
+}
+
+/// One deletion request an OpenDSR request resolves to: a model and one
+/// subject tag (HMAC) whose rows it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct OpenDsrTarget {
+    pub model_name: String,
+    pub subject_hmac: String,
+}
+
+/// A status callback to enqueue: where, and the exact JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCallback {
+    pub url: String,
+    /// Must hold no personal data (ids, times, statuses, counts).
+    pub body: String,
+}
+
+/// Input of [`Store::create_opendsr_request`](crate::Store::create_opendsr_request).
+#[derive(Debug, Clone)]
+pub struct NewOpenDsrRequest {
+    /// The controller (API key id).
+    pub client_id: String,
+    pub subject_request_id: String,
+    /// HMAC of the canonical request body: the same `subject_request_id`
+    /// with another body is [`Error::IdempotencyMismatch`].
+    pub body_digest: String,
+    pub regulation: Option<String>,
+    pub subject_request_type: String,
+    pub api_version: String,
+    pub submitted_time: DateTime<Utc>,
+    pub received_time: DateTime<Utc>,
+    pub expected_completion_time: DateTime<Utc>,
+    pub status_callback_urls: Vec<String>,
+    /// Empty: nothing to forget; the request is stored `completed`.
+    pub targets: Vec<OpenDsrTarget>,
+    /// Callbacks announcing the initial status (`pending`, or `completed`
+    /// when there are no targets).
+    pub initial_callbacks: Vec<NewCallback>,
+}
+
+/// An OpenDSR request as stored (no identities: only their tags).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct OpenDsrRequest {
+    pub id: Uuid,
+    pub client_id: String,
+    pub subject_request_id: String,
+    pub body_digest: String,
+    pub regulation: Option<String>,
+    pub subject_request_type: String,
+    pub api_version: String,
+    pub submitted_time: DateTime<Utc>,
+    pub received_time: DateTime<Utc>,
+    pub expected_completion_time: DateTime<Utc>,
+    #[sqlx(json)]
+    pub status_callback_urls: Vec<String>,
+    #[sqlx(json)]
+    pub targets: Vec<OpenDsrTarget>,
+    /// The deletion requests made for `targets`, in target order.
+    #[sqlx(json)]
+    pub request_ids: Vec<Uuid>,
+    /// The last status announced (callbacks were enqueued for it).
+    pub status: OpenDsrStatus,
+    /// When its deletion requests were created (`None`: not yet).
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A queued status callback.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct OpenDsrCallback {
+    pub id: Uuid,
+    pub opendsr_id: Uuid,
+    pub url: String,
+    pub request_status: OpenDsrStatus,
+    pub body: String,
+    /// Attempts started (a claim counts as one).
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Given up after the last attempt.
+    pub failed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a callback attempt ended (see
+/// [`Store::finish_opendsr_callback`](crate::Store::finish_opendsr_callback)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    Delivered,
+    /// Try again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// The last attempt failed.
+    GiveUp {
+        error: String,
+    },
+}

@@ -61,7 +61,7 @@ enum Produced {
         record: Box<PublishRecord>,
         reused: bool,
         /// The trained model, for the cache (absent when reused).
-        model: Option<grin::model::Model>,
+        model: Option<Box<grin::model::Model>>,
     },
     NothingToForget,
 }
@@ -340,7 +340,7 @@ async fn work(
     Ok(Produced::Record {
         record: Box::new(record),
         reused: false,
-        model: Some(trained),
+        model: Some(Box::new(trained)),
     })
 }
 

@@ -25,8 +25,10 @@ use crate::error::{ApiError, Problem, PROBLEM_JSON};
 use crate::{metrics, AppState};
 
 mod audit;
+mod corpus;
 mod health;
 mod models;
+pub(crate) mod opendsr;
 mod requests;
 
 /// Error responses every authenticated operation may give.
@@ -76,6 +78,8 @@ pub(crate) enum Errors {
         (name = "jobs", description = "The work queue"),
         (name = "models", description = "Models, versions and aliases"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "corpus", description = "A model's training corpus: rows tagged with the data subjects they concern"),
+        (name = "opendsr", description = "OpenDSR (formerly OpenGDPR) processor API: erasure requests by data subject identity, signed responses and callbacks"),
         (name = "operations", description = "Health, readiness and metrics")
     )
 )]
@@ -118,26 +122,44 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(corpus::corpus_stats))
+        .routes(routes!(corpus::corpus_lookup))
+        .routes(routes!(opendsr::discovery))
+        .routes(routes!(opendsr::processor_certificate))
+        .routes(routes!(opendsr::create_opendsr))
+        .routes(routes!(opendsr::status_opendsr, opendsr::cancel_opendsr))
+        .routes(routes!(opendsr::create_opengdpr))
+        .routes(routes!(opendsr::status_opengdpr, opendsr::cancel_opengdpr))
+}
+
+/// Operations that stream a large request body: served without the request
+/// timeout (they bound their own idle time).
+fn streaming_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(corpus::upload_corpus))
 }
 
 /// The OpenAPI 3.1 document of the API (what `openapi.yaml` holds).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    api_router().merge(streaming_router()).into_openapi()
 }
 
 pub(crate) fn build(state: AppState) -> Router {
-    let (router, doc) = api_router().split_for_parts();
-    let table = Arc::new(AccessTable::from_openapi(&doc));
+    let table = Arc::new(AccessTable::from_openapi(&openapi()));
+    let (router, _) = api_router().split_for_parts();
+    let (streaming, _) = streaming_router().split_for_parts();
     let limits = state.limits.clone();
-    router
-        .route_layer(from_fn_with_state((state.clone(), table), auth::require_role))
-        .route_layer(from_fn_with_state(state.metrics.clone(), metrics::track_http))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+    let guard = |r: Router<AppState>| {
+        r.route_layer(from_fn_with_state((state.clone(), table.clone()), auth::require_role))
+            .route_layer(from_fn_with_state(state.metrics.clone(), metrics::track_http))
+    };
+    guard(router)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
         ))
+        .merge(guard(streaming))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::internal(&"handler panicked").into_response()
         }))
@@ -150,13 +172,15 @@ pub(crate) fn build(state: AppState) -> Router {
 
 /// Turns any error response that is not yet a problem document (axum's 405,
 /// the timeout's 503, ...) into one, keeping its headers (e.g. `Allow`).
+/// OpenDSR errors keep the specification's shape.
 async fn problemize(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if status.as_u16() < 400 || is_problem {
+    let is_opendsr = response.extensions().get::<opendsr::SpecErrorBody>().is_some();
+    if status.as_u16() < 400 || is_problem || is_opendsr {
         return response;
     }
     let (mut parts, _body) = response.into_parts();

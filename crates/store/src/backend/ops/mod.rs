@@ -20,6 +20,7 @@ mod audit;
 mod corpus;
 mod jobs;
 mod keys;
+mod opendsr;
 mod registry;
 mod requests;
 

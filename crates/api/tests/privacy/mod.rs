@@ -1,0 +1,4 @@
+mod corpus;
+mod end_to_end;
+pub mod harness;
+mod opendsr;
