@@ -239,8 +239,10 @@ async fn released_job_is_runnable_at_once_and_keeps_its_attempts(db: TestDb) -> 
         let again = store.release_job(claimed.job.id, "w", "twice").await;
         ensure!(matches!(again, Err(Error::LeaseLost { .. })), "{again:?}");
     }
-    // A cancel requested while running wins over the release.
-    let claimed = store.claim("w", LEASE).await?.context("claimable at once")?;
+    // A cancel requested while running wins over the release. (`eventually`:
+    // the refused release's rolled-back transaction may still hold its row
+    // lock for a moment, and claims skip locked rows.)
+    let claimed = eventually(Duration::from_secs(5), || store.claim("w", LEASE)).await?;
     store.cancel_request(request.id, ADMIN).await?;
     let job = store.release_job(claimed.job.id, "w", "worker shut down").await?;
     ensure!(job.state == JobState::Cancelled, "{:?}", job.state);
