@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="$1"; batch="${2:-8}"; seq="${3:-64}"; threads="${4:-2}"
-py="${PYTHON:-.venv-ref/bin/python}"
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  py=.venv-ref/bin/python
+  [ -x "$py" ] || py=.venv-bench/bin/python   # made by bench/run.sh
+fi
 ours=$(GRIN_THREADS="$threads" target/release/grin bench train-step --model "$model" --batch "$batch" --seq-len "$seq" --steps 10 --json)
 theirs=$("$py" bench/train_step_torch.py "$model" --batch "$batch" --seq-len "$seq" --threads "$threads")
 "$py" - "$ours" "$theirs" <<'PY'

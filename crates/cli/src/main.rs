@@ -106,11 +106,9 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // candle's CPU kernels size their thread pools from this variable;
-        // it must be set before the first tensor operation.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    // Before the first tensor operation: size the pool the matrix products
+    // and fused kernels share, and turn off candle's second, spinning pool.
+    grin::ops::configure_threads(cli.threads);
     match cli.command {
         Command::Demo(a) => demo::demo(a),
         Command::Audit { service, command } => service::audit(service, command),

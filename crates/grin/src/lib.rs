@@ -15,6 +15,7 @@ pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod noise;
+pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod saliency;

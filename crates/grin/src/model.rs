@@ -3,22 +3,26 @@
 //! Every weight is a candle [`Var`] held in a [`VarMap`] under its Hugging Face
 //! name, so gradients reach all of them and checkpoints round-trip with
 //! `transformers`. Unlike candle-transformers' inference models, the forward
-//! pass returns logits for *every* position and, in training mode, uses only
-//! operations that have a backward (composed RMSNorm, softmax and rotary
-//! embedding; candle-nn's fused versions have none). The detached inference
-//! copy ([`Model::inference`]) uses the fused kernels and a KV cache.
+//! pass returns logits for *every* position and uses only operations that
+//! have a backward: on CPU in f32/f64 the fused kernels of [`crate::ops`]
+//! (RMSNorm, rotary embedding, masked softmax, SwiGLU gate, linear layers),
+//! elsewhere in training mode their compositions from candle primitives
+//! (candle-nn's fused versions have no backward). The detached inference
+//! copy ([`Model::inference`]) adds a KV cache and, where `ops` has no
+//! kernel, candle-nn's fused ones.
 //!
 //! Not here: loading and saving files (see [`crate::checkpoint`]), losses and
 //! optimisation (see [`crate::train`]).
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
+use crate::ops;
 
 /// A linear layer on `[.., in]` inputs, reshaping to 2-D so the matmul is one
 /// GEMM (and its backward two).
@@ -33,7 +37,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
         let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = ops::linear(&x.reshape((rows, in_dim))?, &self.weight)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -67,13 +71,11 @@ pub fn accumulation_dtype(dtype: DType) -> DType {
 }
 
 /// Rotary tables, HF `rotate_half` convention: `cos`/`sin` are
-/// `[max_positions, head_dim / 2]`; the composed path repeats them.
+/// `[max_positions, head_dim / 2]`.
 #[derive(Debug, Clone)]
 struct Rope {
     cos_half: Tensor,
     sin_half: Tensor,
-    cos_full: Tensor,
-    sin_full: Tensor,
 }
 
 /// Inverse rotary frequencies, including Llama 3 frequency scaling. Computed
@@ -117,14 +119,7 @@ impl Rope {
         let angles = Tensor::from_vec(angles, (n, half), device)?;
         let cos_half = angles.cos()?.to_dtype(dtype)?;
         let sin_half = angles.sin()?.to_dtype(dtype)?;
-        let cos_full = Tensor::cat(&[&cos_half, &cos_half], 1)?;
-        let sin_full = Tensor::cat(&[&sin_half, &sin_half], 1)?;
-        Ok(Rope {
-            cos_half,
-            sin_half,
-            cos_full,
-            sin_full,
-        })
+        Ok(Rope { cos_half, sin_half })
     }
 }
 
@@ -159,7 +154,8 @@ pub struct Transformer {
     norm: Tensor,
     lm_head: Tensor,
     rope: Rope,
-    /// Training mode: composed, differentiable ops only.
+    /// Training mode: only ops with a backward (the fused kernels of
+    /// [`crate::ops`] where they apply, else their compositions).
     differentiable: bool,
 }
 
@@ -251,8 +247,8 @@ impl Transformer {
             let a = self.attention(layer, &h, offset, mask.as_ref(), kv)?;
             x = (x + a)?;
             let h = self.rms_norm(&x, &layer.post_norm)?;
-            let g = layer.gate.forward(&h)?.silu()?;
-            let m = layer.down.forward(&(g * layer.up.forward(&h)?)?)?;
+            let gated = self.silu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
+            let m = layer.down.forward(&gated)?;
             x = (x + m)?;
         }
         let x = self.rms_norm(&x, &self.norm)?;
@@ -288,44 +284,51 @@ impl Transformer {
             .map(Some)
     }
 
+    /// Whether the fused kernels of [`crate::ops`] cover this tensor.
+    fn fused(&self, x: &Tensor) -> bool {
+        ops::fused_supported(x.dtype(), x.device())
+    }
+
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps;
-        if !self.differentiable {
-            return candle_nn::ops::rms_norm(x, w, eps as f32);
+        if self.fused(x) || self.differentiable {
+            // Fused where supported, else composed as transformers does it.
+            return ops::rms_norm(x, w, eps);
         }
-        // As transformers: normalise in f32 (or better), scale in the
-        // model's dtype.
-        let dtype = x.dtype();
-        let xf = x.to_dtype(accumulation_dtype(dtype))?;
-        let inv = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-        xf.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(w)
+        candle_nn::ops::rms_norm(x, w, eps as f32)
     }
 
-    fn rotate(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let t = x.dim(2)?;
-        if !self.differentiable {
-            let cos = self.rope.cos_half.narrow(0, offset, t)?;
-            let sin = self.rope.sin_half.narrow(0, offset, t)?;
-            return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
+    fn silu_mul(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        if self.fused(gate) {
+            return ops::silu_mul(gate, up);
         }
-        let cos = self.rope.cos_full.narrow(0, offset, t)?;
-        let sin = self.rope.sin_full.narrow(0, offset, t)?;
-        let half = self.cfg.head_dim / 2;
-        let x1 = x.narrow(D::Minus1, 0, half)?;
-        let x2 = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        gate.silu()? * up
     }
 
-    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let xf = x.to_dtype(accumulation_dtype(dtype))?;
-        let p = if self.differentiable {
-            candle_nn::ops::softmax(&xf, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&xf)?
-        };
-        p.to_dtype(dtype)
+    /// Rotary embedding of `x` `[b, t, heads, head_dim]` at positions
+    /// `offset..offset + t`, returned as `[b, heads, t, head_dim]`.
+    fn rotate_heads(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let cos = self.rope.cos_half.narrow(0, offset, t)?;
+        let sin = self.rope.sin_half.narrow(0, offset, t)?;
+        if self.fused(x) || self.differentiable {
+            return ops::rope_to_heads(x, &cos, &sin);
+        }
+        candle_nn::rotary_emb::rope(&x.transpose(1, 2)?.contiguous()?, &cos, &sin)
+    }
+
+    /// `softmax(scale · scores + mask)` over the keys, reduced in f32 (or
+    /// f64).
+    fn softmax(&self, scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+        if self.fused(scores) || self.differentiable {
+            return ops::attn_softmax(scores, scale, mask);
+        }
+        let dtype = scores.dtype();
+        let mut s = (scores.to_dtype(accumulation_dtype(dtype))? * scale)?;
+        if let Some(m) = mask {
+            s = s.broadcast_add(&m.to_dtype(s.dtype())?)?;
+        }
+        candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dtype)
     }
 
     fn attention(
@@ -339,10 +342,14 @@ impl Transformer {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-        let q = self.rotate(&heads(layer.q.forward(x)?, nh)?, offset)?;
-        let mut k = self.rotate(&heads(layer.k.forward(x)?, nkv)?, offset)?;
-        let mut v = heads(layer.v.forward(x)?, nkv)?;
+        let q = self.rotate_heads(&layer.q.forward(x)?.reshape((b, t, nh, hd))?, offset)?;
+        let mut k = self.rotate_heads(&layer.k.forward(x)?.reshape((b, t, nkv, hd))?, offset)?;
+        let mut v = layer
+            .v
+            .forward(x)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -354,13 +361,11 @@ impl Transformer {
         // Grouped-query attention without copying k/v: fold the query heads
         // that share a kv head into the row dimension.
         let rep = nh / nkv;
-        let q = (q.contiguous()? * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
+        let q = q.contiguous()?.reshape((b, nkv, rep * t, hd))?;
         let att = q.matmul(&k.t()?)?.reshape((b, nh, t, tk))?;
-        let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
-            None => att,
-        };
-        let p = self.softmax(&att)?.reshape((b, nkv, rep * t, tk))?;
+        let p = self
+            .softmax(&att, 1.0 / (hd as f64).sqrt(), mask)?
+            .reshape((b, nkv, rep * t, tk))?;
         let y = p.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
         let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         layer.o.forward(&y)
