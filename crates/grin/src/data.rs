@@ -1,17 +1,33 @@
 //! Dataset files, prompt rendering, encoding and batching.
 //!
-//! A dataset is JSON Lines (or one JSON array) of rows in TOFU's field names:
-//! question-answer rows `{"question", "answer", "paraphrased_answer"?,
-//! "perturbed_answer"?, "keywords"?, "subject"?}` or raw documents
-//! `{"text", "subject"?}`. Loading validates every row and reports problems as
+//! A dataset is JSON Lines (or one JSON array) of rows in the public
+//! datasets' own field names. Four shapes are recognised:
+//!
+//! | shape | fields | example | from |
+//! |---|---|---|---|
+//! | question-answer | `question`, `answer`, `paraphrased_answer`?, `perturbed_answer`?, `keywords`?, `subject`? | `{"question": "Where was Ada born?", "answer": "In Paris."}` | TOFU |
+//! | document | `text`, `subject`? | `{"text": "Velmorine is made from ..."}` | WMDP corpora, any text |
+//! | multiple choice | `question`, `choices` (≥ 2 strings), `answer` (0-based index, or a letter `"A"`, `"B"`, ...), `subject`? | `{"question": "Which ...?", "choices": ["a", "b", "c", "d"], "answer": 2}` | WMDP, MMLU |
+//! | prompt-response | `prompt`, `response`, `is_safe`? (bool), `keywords`?, `subject`? | `{"prompt": "How do I ...?", "response": "...", "is_safe": false}` | BeaverTails-style |
+//!
+//! A PKU-SafeRLHF row (`prompt`, `response_0`, `response_1`,
+//! `is_response_0_safe`, `is_response_1_safe`, other fields ignored) holds
+//! two responses to one prompt; [`load_dataset`] splits it into two
+//! prompt-response rows (`response_0` first), so a dataset then has more rows
+//! than its file has lines. The shape is decided by the keys present:
+//! `choices` makes a multiple-choice row, then `question`/`answer` a QA row,
+//! then `response` or `response_0` a prompt-response row, then `text` a
+//! document. Loading validates every row and reports problems as
 //! `file:line: what is wrong` so a user can fix the file; the row *contents*
 //! never appear in errors or logs, because forget sets are personal data.
 //!
 //! Encoding turns a row into token ids plus the index of the first token the
 //! loss should count (`target_start`): for QA rows only the answer (and EOS)
 //! count, so the model is never trained or scored on the question it was
-//! asked. [`collate`] pads a batch and builds next-token targets and the
-//! matching loss mask. Nothing here runs the model.
+//! asked. A multiple-choice row trains and scores like a QA row whose answer
+//! is its correct choice, a prompt-response row like a QA row with the prompt
+//! as the question. [`collate`] pads a batch and builds next-token targets
+//! and the matching loss mask. Nothing here runs the model.
 
 use std::fmt;
 use std::io::Write;
@@ -36,8 +52,9 @@ pub enum Position {
     /// 0-based element index of a JSON array file, as `jq '.[i]'` counts.
     Element(usize),
     /// 1-based row of a [`Dataset`], counting rows only. It equals the line
-    /// number for JSON Lines files without blank lines; used once a dataset
-    /// is in memory and line numbers are no longer known.
+    /// number for JSON Lines files without blank lines and without
+    /// PKU-SafeRLHF rows (each of which is two rows); used once a dataset is
+    /// in memory and line numbers are no longer known.
     Row(usize),
 }
 
@@ -88,8 +105,11 @@ pub enum DataError {
     /// A row is valid JSON but not an object.
     #[error("{at}: row must be a JSON object, found {found}")]
     NotAnObject { at: Location, found: &'static str },
-    /// An object with neither `question`/`answer` nor `text`.
-    #[error("{at}: row has neither \"question\"/\"answer\" (QA row) nor \"text\" (document row)")]
+    /// An object of none of the known shapes.
+    #[error(
+        "{at}: row has neither \"question\"/\"answer\" (QA row), \"question\"/\"choices\"/\"answer\" \
+         (multiple-choice row), \"prompt\"/\"response\" (prompt-response row) nor \"text\" (document row)"
+    )]
     UnknownShape { at: Location },
     #[error("{at}: missing field \"{field}\"")]
     MissingField { at: Location, field: &'static str },
@@ -104,6 +124,22 @@ pub enum DataError {
     /// A present string field is empty or only whitespace.
     #[error("{at}: field \"{field}\" is empty")]
     EmptyField { at: Location, field: String },
+    /// A field of the right type whose value is not allowed (e.g. an answer
+    /// index beyond the choices). `reason` never quotes row text.
+    #[error("{at}: field \"{field}\" {reason}")]
+    InvalidValue {
+        at: Location,
+        field: String,
+        reason: String,
+    },
+    /// A file holds rows of another shape than the caller needs (e.g. a
+    /// multiple-choice evaluation set with a document row).
+    #[error("{at}: expected {expected}, found {found}")]
+    WrongShape {
+        at: Location,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("{name}: dataset has no rows")]
     EmptyDataset { name: String },
     /// The tokens before the first target already fill `max_len`.
@@ -160,6 +196,12 @@ enum RowError {
         found: &'static str,
     },
     Empty(String),
+    Invalid {
+        field: String,
+        reason: String,
+    },
+    /// A PKU-SafeRLHF row deserialised as a single row.
+    TwoResponses,
 }
 
 impl RowError {
@@ -175,21 +217,35 @@ impl RowError {
                 found,
             },
             Self::Empty(field) => DataError::EmptyField { at, field },
+            Self::Invalid { field, reason } => DataError::InvalidValue { at, field, reason },
+            Self::TwoResponses => DataError::InvalidValue {
+                at,
+                field: "response_0".into(),
+                reason: TWO_RESPONSES.into(),
+            },
         }
     }
 }
+
+const TWO_RESPONSES: &str = "and \"response_1\": a PKU-SafeRLHF row holds two responses, so it is two \
+                             dataset rows; load the file with load_dataset, which splits it";
 
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Reuse DataError's wording without a location prefix.
         let msg = match self {
             Self::NotAnObject(found) => format!("row must be a JSON object, found {found}"),
-            Self::UnknownShape => "row has neither \"question\"/\"answer\" nor \"text\"".to_string(),
+            Self::UnknownShape => {
+                "row has neither \"question\"/\"answer\", \"question\"/\"choices\", \"prompt\"/\"response\" nor \"text\""
+                    .to_string()
+            }
             Self::Missing(field) => format!("missing field \"{field}\""),
             Self::WrongType { field, expected, found } => {
                 format!("field \"{field}\" must be {expected}, found {found}")
             }
             Self::Empty(field) => format!("field \"{field}\" is empty"),
+            Self::Invalid { field, reason } => format!("field \"{field}\" {reason}"),
+            Self::TwoResponses => format!("field \"response_0\" {TWO_RESPONSES}"),
         };
         f.write_str(&msg)
     }
@@ -247,16 +303,78 @@ impl TextRow {
     }
 }
 
+/// A multiple-choice question (WMDP / MMLU layout): `answer` is the 0-based
+/// index of the correct entry of `choices`. In files it may also be a letter
+/// (`"A"` = 0, `"B"` = 1, ...), as some MMLU exports write it; it is always
+/// written back as the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct McqRow {
+    pub question: String,
+    pub choices: Vec<String>,
+    pub answer: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl McqRow {
+    /// A row with only the required fields; panics if `answer` is not an index of `choices`.
+    pub fn new(question: impl Into<String>, choices: Vec<String>, answer: usize) -> Self {
+        assert!(answer < choices.len(), "answer index out of range");
+        Self {
+            question: question.into(),
+            choices,
+            answer,
+            subject: None,
+        }
+    }
+
+    /// The text of the correct choice.
+    pub fn correct(&self) -> &str {
+        &self.choices[self.answer]
+    }
+}
+
+/// A prompt with one response and, optionally, whether the response is safe
+/// (BeaverTails' `is_safe`; PKU-SafeRLHF's `is_response_{i}_safe`).
+/// `keywords` are words whose presence in a generation marks it as harmful,
+/// for the keyword judge of [`crate::harm`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairRow {
+    pub prompt: String,
+    pub response: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_safe: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl PairRow {
+    pub fn new(prompt: impl Into<String>, response: impl Into<String>, is_safe: Option<bool>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            response: response.into(),
+            is_safe,
+            keywords: Vec::new(),
+            subject: None,
+        }
+    }
+}
+
 /// One dataset row. Serialises as the bare row object (no tag).
 ///
-/// Deserialising applies the same validation as [`load_dataset`]: a row with
-/// `question` or `answer` is a QA row (a `text` field there is ignored like
-/// any other extra), otherwise one with `text` is a document row.
+/// Deserialising applies the same validation as [`load_dataset`]: the shape
+/// follows from the keys present (see the module documentation). A
+/// PKU-SafeRLHF row with two responses cannot deserialise as one row; only
+/// [`load_dataset`] / [`parse_dataset`] split it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Row {
     Qa(QaRow),
     Text(TextRow),
+    Mcq(McqRow),
+    Pair(PairRow),
 }
 
 impl Row {
@@ -265,30 +383,180 @@ impl Row {
         match self {
             Row::Qa(r) => r.subject.as_deref(),
             Row::Text(r) => r.subject.as_deref(),
+            Row::Mcq(r) => r.subject.as_deref(),
+            Row::Pair(r) => r.subject.as_deref(),
+        }
+    }
+
+    /// What kind of row this is, for messages: `"a question-answer row"` etc.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Row::Qa(_) => "a question-answer row",
+            Row::Text(_) => "a document row",
+            Row::Mcq(_) => "a multiple-choice row",
+            Row::Pair(_) => "a prompt-response row",
+        }
+    }
+
+    /// The row as a prompt and its target text: QA rows as they are,
+    /// multiple-choice rows with the correct choice as the answer,
+    /// prompt-response rows with the prompt as the question. `None` for
+    /// documents.
+    pub fn as_qa(&self) -> Option<QaRow> {
+        match self {
+            Row::Qa(q) => Some(q.clone()),
+            Row::Text(_) => None,
+            Row::Mcq(m) => Some(QaRow {
+                subject: m.subject.clone(),
+                ..QaRow::new(m.question.clone(), m.correct())
+            }),
+            Row::Pair(p) => Some(QaRow {
+                keywords: p.keywords.clone(),
+                subject: p.subject.clone(),
+                ..QaRow::new(p.prompt.clone(), p.response.clone())
+            }),
+        }
+    }
+
+    /// The harm label of a prompt-response row (`None` for other rows and
+    /// for unlabelled pairs).
+    pub fn is_safe(&self) -> Option<bool> {
+        match self {
+            Row::Pair(p) => p.is_safe,
+            _ => None,
         }
     }
 
     fn from_value(value: &Value) -> Result<Row, RowError> {
+        let mut rows = Row::rows_from_value(value)?;
+        if rows.len() != 1 {
+            return Err(RowError::TwoResponses);
+        }
+        Ok(rows.remove(0))
+    }
+
+    /// The rows one JSON value stands for: one, or two for a PKU-SafeRLHF row.
+    fn rows_from_value(value: &Value) -> Result<Vec<Row>, RowError> {
         let obj = value
             .as_object()
             .ok_or_else(|| RowError::NotAnObject(json_kind(value)))?;
-        if obj.contains_key("question") || obj.contains_key("answer") {
-            Ok(Row::Qa(QaRow {
+        if obj.contains_key("choices") {
+            Ok(vec![Row::Mcq(mcq_row(obj)?)])
+        } else if obj.contains_key("question") || obj.contains_key("answer") {
+            Ok(vec![Row::Qa(QaRow {
                 question: required_str(obj, "question")?,
                 answer: required_str(obj, "answer")?,
                 paraphrased_answer: optional_str(obj, "paraphrased_answer")?,
                 perturbed_answer: str_list(obj, "perturbed_answer")?,
                 keywords: str_list(obj, "keywords")?,
                 subject: optional_str(obj, "subject")?,
-            }))
+            })])
+        } else if obj.contains_key("response") {
+            Ok(vec![Row::Pair(PairRow {
+                prompt: required_str(obj, "prompt")?,
+                response: required_str(obj, "response")?,
+                is_safe: optional_bool(obj, "is_safe")?,
+                keywords: str_list(obj, "keywords")?,
+                subject: optional_str(obj, "subject")?,
+            })])
+        } else if obj.contains_key("response_0") || obj.contains_key("response_1") {
+            let prompt = required_str(obj, "prompt")?;
+            let keywords = str_list(obj, "keywords")?;
+            let subject = optional_str(obj, "subject")?;
+            ["response_0", "response_1"]
+                .iter()
+                .zip(["is_response_0_safe", "is_response_1_safe"])
+                .map(|(field, label)| {
+                    Ok(Row::Pair(PairRow {
+                        prompt: prompt.clone(),
+                        response: required_str(obj, field)?,
+                        is_safe: optional_bool(obj, label)?,
+                        keywords: keywords.clone(),
+                        subject: subject.clone(),
+                    }))
+                })
+                .collect()
         } else if obj.contains_key("text") {
-            Ok(Row::Text(TextRow {
+            Ok(vec![Row::Text(TextRow {
                 text: required_str(obj, "text")?,
                 subject: optional_str(obj, "subject")?,
-            }))
+            })])
         } else {
             Err(RowError::UnknownShape)
         }
+    }
+}
+
+fn mcq_row(obj: &Map<String, Value>) -> Result<McqRow, RowError> {
+    let question = required_str(obj, "question")?;
+    let choices = match obj.get("choices") {
+        None | Some(Value::Null) => return Err(RowError::Missing("choices")),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| check_string(format!("choices[{i}]"), item))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(RowError::WrongType {
+                field: "choices".into(),
+                expected: "a list of strings",
+                found: json_kind(other),
+            })
+        }
+    };
+    if choices.len() < 2 {
+        return Err(RowError::Invalid {
+            field: "choices".into(),
+            reason: format!("must hold at least 2 choices, found {}", choices.len()),
+        });
+    }
+    let n = choices.len();
+    let out_of_range = |what: String| RowError::Invalid {
+        field: "answer".into(),
+        reason: format!("{what} is not one of the {n} choices (0-based index or letter A..)"),
+    };
+    let answer = match obj.get("answer") {
+        None | Some(Value::Null) => return Err(RowError::Missing("answer")),
+        Some(Value::Number(x)) => match x.as_u64() {
+            Some(i) if (i as usize) < n => i as usize,
+            _ => return Err(out_of_range(format!("index {x}"))),
+        },
+        Some(Value::String(s)) => {
+            let t = s.trim();
+            let mut chars = t.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if c.is_ascii_uppercase() && ((c as u8 - b'A') as usize) < n => {
+                    (c as u8 - b'A') as usize
+                }
+                (Some(c), None) if c.is_ascii_uppercase() => return Err(out_of_range(format!("letter {c}"))),
+                _ => return Err(out_of_range(format!("a string of {} characters", t.chars().count()))),
+            }
+        }
+        Some(other) => {
+            return Err(RowError::WrongType {
+                field: "answer".into(),
+                expected: "an index (number) or a letter",
+                found: json_kind(other),
+            })
+        }
+    };
+    Ok(McqRow {
+        question,
+        choices,
+        answer,
+        subject: optional_str(obj, "subject")?,
+    })
+}
+
+fn optional_bool(obj: &Map<String, Value>, field: &'static str) -> Result<Option<bool>, RowError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(RowError::WrongType {
+            field: field.to_string(),
+            expected: "true or false",
+            found: json_kind(other),
+        }),
     }
 }
 
@@ -306,6 +574,10 @@ impl<'de> Deserialize<'de> for QaRow {
             Row::Text(_) => Err(serde::de::Error::custom(
                 "expected a question-answer row, found a text row",
             )),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a question-answer row, found {}",
+                other.kind()
+            ))),
         }
     }
 }
@@ -317,6 +589,34 @@ impl<'de> Deserialize<'de> for TextRow {
             Row::Qa(_) => Err(serde::de::Error::custom(
                 "expected a text row, found a question-answer row",
             )),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a text row, found {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for McqRow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Row::deserialize(deserializer)? {
+            Row::Mcq(r) => Ok(r),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a multiple-choice row, found {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PairRow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Row::deserialize(deserializer)? {
+            Row::Pair(r) => Ok(r),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a prompt-response row, found {}",
+                other.kind()
+            ))),
         }
     }
 }
@@ -404,12 +704,31 @@ impl Dataset {
         self.rows.is_empty()
     }
 
-    /// The question-answer rows, skipping document rows.
+    /// The question-answer rows, skipping rows of other shapes.
     pub fn qa_rows(&self) -> impl Iterator<Item = &QaRow> + '_ {
         self.rows.iter().filter_map(|r| match r {
             Row::Qa(q) => Some(q),
-            Row::Text(_) => None,
+            _ => None,
         })
+    }
+
+    /// The rows that are not prompt-response pairs labelled safe: what a
+    /// forget set keeps when only harmful responses are to be forgotten.
+    pub fn without_safe_pairs(&self) -> Dataset {
+        self.filtered(|r| r.is_safe() != Some(true))
+    }
+
+    /// The rows that are not prompt-response pairs labelled unsafe: what a
+    /// retain set keeps when harmful responses must not be reinforced.
+    pub fn without_unsafe_pairs(&self) -> Dataset {
+        self.filtered(|r| r.is_safe() != Some(false))
+    }
+
+    fn filtered(&self, keep: impl Fn(&Row) -> bool) -> Dataset {
+        Dataset::new(
+            self.source.clone(),
+            self.rows.iter().filter(|r| keep(r)).cloned().collect(),
+        )
     }
 
     /// The rows as JSON Lines (one object per line, trailing newline).
@@ -487,19 +806,132 @@ fn parse_lines(source: &str, text: &str) -> Result<Vec<Row>, DataError> {
             continue;
         }
         let value: Value = serde_json::from_str(line).map_err(|e| invalid_json(source, i + 1, &e))?;
-        let row = Row::from_value(&value).map_err(|e| e.at(Location::new(source, Position::Line(i + 1))))?;
-        rows.push(row);
+        let row = Row::rows_from_value(&value).map_err(|e| e.at(Location::new(source, Position::Line(i + 1))))?;
+        rows.extend(row);
     }
     Ok(rows)
 }
 
 fn parse_array(source: &str, text: &str) -> Result<Vec<Row>, DataError> {
     let values: Vec<Value> = serde_json::from_str(text).map_err(|e| invalid_json(source, e.line(), &e))?;
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Row::from_value(v).map_err(|e| e.at(Location::new(source, Position::Element(i)))))
-        .collect()
+    let mut rows = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        rows.extend(Row::rows_from_value(v).map_err(|e| e.at(Location::new(source, Position::Element(i))))?);
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------
+// Prompt sets (generation evaluation)
+
+/// One prompt of a set the model generates from (harmful or benign prompts),
+/// with what the file says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptItem {
+    pub prompt: String,
+    /// A reference response (helpfulness is measured against it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_safe: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+}
+
+/// Reads a prompt set: rows `{"prompt", "keywords"?}` with no response, or
+/// any prompt-response row (PKU-SafeRLHF rows give two items), or QA rows
+/// (the question is the prompt, the answer the reference response). Document
+/// and multiple-choice rows are errors naming their line.
+pub fn load_prompts(path: &Path) -> Result<Vec<PromptItem>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_prompts(&path.display().to_string(), &text)
+}
+
+/// [`load_prompts`] on text already in memory.
+pub fn parse_prompts(source_name: &str, text: &str) -> Result<Vec<PromptItem>, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut values = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let array: Vec<Value> = serde_json::from_str(text).map_err(|e| invalid_json(source_name, e.line(), &e))?;
+        for (i, v) in array.into_iter().enumerate() {
+            values.push((Location::new(source_name, Position::Element(i)), v));
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(line).map_err(|e| invalid_json(source_name, i + 1, &e))?;
+            values.push((Location::new(source_name, Position::Line(i + 1)), v));
+        }
+    }
+    let mut out = Vec::new();
+    for (at, value) in values {
+        out.extend(
+            prompt_items(&value)
+                .map_err(|e| e.at(at.clone()))?
+                .into_iter()
+                .map(|r| {
+                    r.map_err(|found| DataError::WrongShape {
+                        at: at.clone(),
+                        expected: "a prompt row {\"prompt\"}, a prompt-response row or a question-answer row",
+                        found,
+                    })
+                }),
+        )
+    }
+    let items = out.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if items.is_empty() {
+        return Err(DataError::EmptyDataset {
+            name: source_name.to_string(),
+        });
+    }
+    Ok(items)
+}
+
+#[allow(clippy::type_complexity)]
+fn prompt_items(value: &Value) -> Result<Vec<Result<PromptItem, &'static str>>, RowError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| RowError::NotAnObject(json_kind(value)))?;
+    let response_keys = [
+        "response",
+        "response_0",
+        "response_1",
+        "question",
+        "answer",
+        "choices",
+        "text",
+    ];
+    if obj.contains_key("prompt") && !response_keys.iter().any(|k| obj.contains_key(*k)) {
+        return Ok(vec![Ok(PromptItem {
+            prompt: required_str(obj, "prompt")?,
+            response: None,
+            is_safe: optional_bool(obj, "is_safe")?,
+            keywords: str_list(obj, "keywords")?,
+        })]);
+    }
+    Ok(Row::rows_from_value(value)?
+        .into_iter()
+        .map(|row| match row {
+            Row::Pair(p) => Ok(PromptItem {
+                prompt: p.prompt,
+                response: Some(p.response),
+                is_safe: p.is_safe,
+                keywords: p.keywords,
+            }),
+            Row::Qa(q) => Ok(PromptItem {
+                prompt: q.question,
+                response: Some(q.answer),
+                is_safe: None,
+                keywords: q.keywords,
+            }),
+            other => Err(other.kind()),
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -715,6 +1147,14 @@ impl Encoder {
             Row::Qa(qa) => {
                 let prompt = self.encode_prompt(&qa.question)?;
                 self.continuation(&prompt, &qa.answer, true)
+            }
+            Row::Mcq(m) => {
+                let prompt = self.encode_prompt(&m.question)?;
+                self.continuation(&prompt, m.correct(), true)
+            }
+            Row::Pair(p) => {
+                let prompt = self.encode_prompt(&p.prompt)?;
+                self.continuation(&prompt, &p.response, true)
             }
             Row::Text(t) => {
                 let mut ids = self.encode_ids(&t.text, true)?;

@@ -60,6 +60,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, D};
 
 use crate::data::{Dataset, Encoder, QaRow, Row};
+use crate::harm::{HarmConfig, HarmMetrics};
+use crate::mcq::{McqConfig, McqSetMetrics, McqSetSpec};
 use crate::metrics;
 
 /// Evaluation settings.
@@ -76,6 +78,13 @@ pub struct EvalConfig {
     pub include_generations: bool,
     /// Evaluate at most this many rows per set (the first ones); `None`: all.
     pub max_items: Option<usize>,
+    /// Multiple-choice sets scored by answer-choice log-likelihood
+    /// (`mcq_{name}_accuracy`, ...); see [`crate::mcq`].
+    pub mcq: Vec<McqSetSpec>,
+    /// How the multiple-choice sets are scored.
+    pub mcq_scoring: McqConfig,
+    /// Harmful-behaviour evaluation (`harmful_rate`, ...); see [`crate::harm`].
+    pub harm: Option<HarmConfig>,
 }
 
 impl Default for EvalConfig {
@@ -86,6 +95,9 @@ impl Default for EvalConfig {
             min_k: 0.4,
             include_generations: false,
             max_items: None,
+            mcq: Vec::new(),
+            mcq_scoring: McqConfig::default(),
+            harm: None,
         }
     }
 }
@@ -166,6 +178,12 @@ pub struct Evaluation {
     pub forget_quality: Option<f64>,
     pub mia: Option<MiaResult>,
     pub skipped: Vec<Skipped>,
+    /// Multiple-choice sets, in the order configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcq: Vec<McqSetMetrics>,
+    /// Harmful-behaviour evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harm: Option<HarmMetrics>,
 }
 
 impl Evaluation {
@@ -200,6 +218,18 @@ impl Evaluation {
             put("mia_auc_min_k".into(), Some(mia.auc_min_k));
             put("mia_auc_min_k_plus_plus".into(), Some(mia.auc_min_k_plus_plus));
             put("privleak".into(), Some(mia.privleak));
+        }
+        for set in &self.mcq {
+            let n = &set.name;
+            put(format!("mcq_{n}_accuracy"), Some(set.accuracy));
+            put(format!("mcq_{n}_accuracy_norm"), Some(set.accuracy_norm));
+            put(format!("mcq_{n}_chance"), Some(set.chance));
+            put(format!("mcq_{n}_excess"), Some(set.excess));
+        }
+        if let Some(h) = &self.harm {
+            for (k, v) in h.flat() {
+                put(k, v);
+            }
         }
         serde_json::Value::Object(m)
     }
@@ -285,13 +315,9 @@ pub fn evaluate_set(
     let subset = Dataset::new(data.source.clone(), rows.iter().map(|r| (*r).clone()).collect());
     let examples = encoder.encode_dataset(&subset)?;
     let scored = score_examples(net, &examples, pad, cfg.batch_size)?;
-    let qa: Vec<Option<&QaRow>> = rows
-        .iter()
-        .map(|r| match r {
-            Row::Qa(q) => Some(q),
-            Row::Text(_) => None,
-        })
-        .collect();
+    // Multiple-choice and prompt-response rows are scored as QA rows.
+    let qa_owned: Vec<Option<QaRow>> = rows.iter().map(|r| r.as_qa()).collect();
+    let qa: Vec<Option<&QaRow>> = qa_owned.iter().map(|q| q.as_ref()).collect();
     let mut skipped = Vec::new();
 
     // Greedy generations for QA rows (ROUGE-L, keyword accuracy).
@@ -368,9 +394,10 @@ pub fn evaluate_set(
 
     let mut per_item = Vec::with_capacity(rows.len());
     for (i, s) in scored.iter().enumerate() {
-        let text = match rows[i] {
-            Row::Qa(q) => q.answer.as_str(),
-            Row::Text(t) => t.text.as_str(),
+        let text = match (rows[i], qa[i]) {
+            (Row::Text(t), _) => t.text.as_str(),
+            (_, Some(q)) => q.answer.as_str(),
+            (_, None) => "",
         };
         let nll: Vec<f64> = s.logprobs.iter().map(|l| -l).collect();
         let gen = prompt_of[i].map(|p| &texts[p]);
@@ -573,6 +600,22 @@ pub fn evaluate(
             None
         }
     };
+    let mcq = evaluate_mcq_sets(net, encoder, cfg)?;
+    let harm = cfg
+        .harm
+        .as_ref()
+        .map(|h| {
+            crate::harm::evaluate_harm(
+                net,
+                encoder,
+                h,
+                cfg.batch_size,
+                cfg.max_items,
+                cfg.include_generations,
+                None,
+            )
+        })
+        .transpose()?;
     Ok(Evaluation {
         forget,
         retain,
@@ -581,7 +624,64 @@ pub fn evaluate(
         forget_quality,
         mia,
         skipped,
+        mcq,
+        harm,
     })
+}
+
+/// Checks the multiple-choice and harm parts of `cfg` and that their files
+/// load, without running a model: call it before a long run so a bad file
+/// fails fast.
+pub fn validate_suites(cfg: &EvalConfig) -> Result<()> {
+    crate::mcq::validate_specs(&cfg.mcq)?;
+    cfg.mcq_scoring.validate()?;
+    for spec in &cfg.mcq {
+        crate::mcq::mcq_rows(&crate::data::load_dataset(&spec.path)?)?;
+    }
+    if let Some(h) = &cfg.harm {
+        h.validate()?;
+        crate::data::load_prompts(&h.harmful)?;
+        if let Some(b) = &h.benign {
+            crate::data::load_prompts(b)?;
+        }
+        if let Some(lm) = h
+            .judge
+            .lm
+            .as_ref()
+            .filter(|_| h.judge.kind == crate::harm::JudgeKind::Lm)
+        {
+            for file in ["config.json", "tokenizer.json"] {
+                let path = lm.model.join(file);
+                if !path.is_file() {
+                    return Err(crate::Error::InvalidArgument {
+                        field: "harm.judge.lm.model",
+                        message: format!("{}: not found", path.display()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scores every configured multiple-choice set.
+pub fn evaluate_mcq_sets(net: &Transformer, encoder: &Encoder, cfg: &EvalConfig) -> Result<Vec<McqSetMetrics>> {
+    crate::mcq::validate_specs(&cfg.mcq)?;
+    cfg.mcq
+        .iter()
+        .map(|spec| {
+            let data = crate::data::load_dataset(&spec.path)?;
+            crate::mcq::evaluate_mcq(
+                net,
+                encoder,
+                &spec.name,
+                &data,
+                &cfg.mcq_scoring,
+                cfg.batch_size,
+                cfg.max_items,
+            )
+        })
+        .collect()
 }
 
 /// Rows of a printable table: (metric, value) in a fixed order.
@@ -606,6 +706,11 @@ pub fn summary_rows(e: &Evaluation) -> Vec<(String, Option<f64>)> {
         "mia_auc_min_k",
         "mia_auc_min_k_plus_plus",
         "privleak",
+        "harmful_rate",
+        "harmful_refusal_rate",
+        "benign_refusal_rate",
+        "benign_rouge_l_recall",
+        "benign_answer_probability",
     ];
     let map: BTreeMap<String, f64> = flat
         .as_object()
@@ -615,5 +720,14 @@ pub fn summary_rows(e: &Evaluation) -> Vec<(String, Option<f64>)> {
                 .collect()
         })
         .unwrap_or_default();
-    order.iter().map(|k| (k.to_string(), map.get(*k).copied())).collect()
+    let mut rows: Vec<(String, Option<f64>)> = order.iter().map(|k| (k.to_string(), map.get(*k).copied())).collect();
+    // Multiple-choice sets in their configured order.
+    for set in &e.mcq {
+        for suffix in ["accuracy", "accuracy_norm", "chance", "excess"] {
+            let k = format!("mcq_{}_{suffix}", set.name);
+            let v = map.get(&k).copied();
+            rows.push((k, v));
+        }
+    }
+    rows
 }

@@ -127,6 +127,8 @@ pub fn run_loaded(
         field: "gates",
         message: e.to_string(),
     })?;
+    // Multiple-choice and harm files fail here, not after the unlearning.
+    crate::eval::validate_suites(&spec.eval)?;
     let sets = EvalSets {
         forget: data.forget,
         retain: Some(data.retain),

@@ -502,13 +502,13 @@ fn article(word: &str) -> &'static str {
 /// making one that contains (or is contained in) an earlier one, so keyword
 /// matching cannot confuse two invented values.
 #[derive(Debug, Default)]
-struct Inventor {
+pub(crate) struct Inventor {
     used: Vec<String>,
     used_set: HashSet<String>,
 }
 
 impl Inventor {
-    fn invent(&mut self, rng: &mut ChaCha8Rng, syllables: usize, endings: &[&str]) -> String {
+    pub(crate) fn invent(&mut self, rng: &mut ChaCha8Rng, syllables: usize, endings: &[&str]) -> String {
         let mut attempts = 0usize;
         loop {
             attempts += 1;
@@ -535,7 +535,7 @@ impl Inventor {
     }
 }
 
-fn capitalise(word: &str) -> String {
+pub(crate) fn capitalise(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
@@ -549,11 +549,11 @@ const SYLLABLES: &[&str] = &[
     "cor", "wen", "tal", "mir", "oph", "dun", "sel", "yra", "kes", "bri", "nol", "tav", "hem", "ulo", "vask", "ner",
     "isk", "zor", "eld", "jov", "pra", "lir", "obe", "kaz", "umb", "fey", "rho", "tesk", "gal", "vin", "xa", "nix",
 ];
-const FIRST_NAME_ENDINGS: &[&str] = &["a", "en", "is", "o", "ric", "wyn", "eth", "ia", "an", "el"];
-const SURNAME_ENDINGS: &[&str] = &["ley", "ton", "vik", "ard", "ova", "ine", "holm", "ez", "ski", "ander"];
-const PLACE_ENDINGS: &[&str] = &["a", "ora", "ford", "mere", "heim", "ach", "is", "ovo", "und", "esh"];
-const COUNTRY_ENDINGS: &[&str] = &["ia", "and", "istan", "ova", "ene", "aria", "ovia", "ur"];
-const PET_ENDINGS: &[&str] = &["le", "kin", "o", "y", "bo", "sy", "pip", "ette"];
+pub(crate) const FIRST_NAME_ENDINGS: &[&str] = &["a", "en", "is", "o", "ric", "wyn", "eth", "ia", "an", "el"];
+pub(crate) const SURNAME_ENDINGS: &[&str] = &["ley", "ton", "vik", "ard", "ova", "ine", "holm", "ez", "ski", "ander"];
+pub(crate) const PLACE_ENDINGS: &[&str] = &["a", "ora", "ford", "mere", "heim", "ach", "is", "ovo", "und", "esh"];
+pub(crate) const COUNTRY_ENDINGS: &[&str] = &["ia", "and", "istan", "ova", "ene", "aria", "ovia", "ur"];
+pub(crate) const PET_ENDINGS: &[&str] = &["le", "kin", "o", "y", "bo", "sy", "pip", "ette"];
 
 const GENRE_MOODS: &[&str] = &[
     "maritime",

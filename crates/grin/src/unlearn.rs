@@ -72,6 +72,9 @@ pub struct LossConfig {
     pub simnpo_delta: f64,
     /// Refusal answers for IDK, drawn per item with the run's seed.
     pub idk_answers: Vec<String>,
+    /// IDK targets for prompt-response rows (harmful responses to forget):
+    /// refusals, drawn per item with the run's seed.
+    pub refusal_answers: Vec<String>,
 }
 
 impl Default for LossConfig {
@@ -90,6 +93,15 @@ impl Default for LossConfig {
                 "I have no information about that.",
                 "I can't answer that.",
                 "That is not something I know.",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            refusal_answers: [
+                "I can't help with that.",
+                "I'm sorry, but I can't assist with that request.",
+                "I won't help with this; it could cause harm.",
+                "I cannot provide that information.",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -268,6 +280,8 @@ fn same_item(a: &Row, b: &Row) -> bool {
     match (a, b) {
         (Row::Qa(x), Row::Qa(y)) => x.question == y.question && x.answer == y.answer,
         (Row::Text(x), Row::Text(y)) => x.text == y.text,
+        (Row::Mcq(x), Row::Mcq(y)) => x.question == y.question && x.choices == y.choices && x.answer == y.answer,
+        (Row::Pair(x), Row::Pair(y)) => x.prompt == y.prompt && x.response == y.response,
         _ => false,
     }
 }
@@ -293,6 +307,12 @@ pub fn validate(cfg: &UnlearnConfig) -> Result<()> {
         return bad(
             "finetune.loss.idk_answers",
             "IDK needs at least one refusal answer".into(),
+        );
+    }
+    if l.forget == ForgetLoss::Idk && l.refusal_answers.iter().all(|a| a.trim().is_empty()) {
+        return bad(
+            "finetune.loss.refusal_answers",
+            "IDK needs at least one refusal for prompt-response rows".into(),
         );
     }
     if let Some(es) = &ft.early_stop {
@@ -422,7 +442,7 @@ pub fn unlearn(
     let noise = stage.time("noise", |_| inject(model, &masks, &cfg.noise, cfg.seed))?;
 
     let idk_ex = if loss_cfg.forget == ForgetLoss::Idk {
-        idk_examples(encoder, forget, &loss_cfg.idk_answers, cfg.seed)?
+        idk_examples(encoder, forget, loss_cfg, cfg.seed)?
     } else {
         vec![]
     };
@@ -456,33 +476,41 @@ pub fn unlearn(
     })
 }
 
-fn idk_examples(encoder: &Encoder, forget: &Dataset, answers: &[String], seed: u64) -> Result<Vec<Encoded>> {
-    let answers: Vec<&String> = answers.iter().filter(|a| !a.trim().is_empty()).collect();
+/// The IDK targets: each forget row's prompt with a refusal answer —
+/// `idk_answers` for QA and multiple-choice rows, `refusal_answers` for
+/// prompt-response rows (harmful responses are replaced by refusals).
+fn idk_examples(encoder: &Encoder, forget: &Dataset, loss: &LossConfig, seed: u64) -> Result<Vec<Encoded>> {
+    let idk: Vec<&String> = loss.idk_answers.iter().filter(|a| !a.trim().is_empty()).collect();
+    let refusals: Vec<&String> = loss.refusal_answers.iter().filter(|a| !a.trim().is_empty()).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1d4);
     let mut out = Vec::new();
     for (i, row) in forget.rows.iter().enumerate() {
-        let Row::Qa(qa) = row else {
-            return Err(Error::InvalidArgument {
-                field: "forget",
-                message: format!(
-                    "{}: row {}: IDK needs question-answer rows, this is a text row",
-                    forget.source,
-                    i + 1
-                ),
-            });
+        let (question, answers) = match row {
+            Row::Qa(qa) => (qa.question.as_str(), &idk),
+            Row::Mcq(m) => (m.question.as_str(), &idk),
+            Row::Pair(p) => (p.prompt.as_str(), &refusals),
+            Row::Text(_) => {
+                return Err(Error::InvalidArgument {
+                    field: "forget",
+                    message: format!(
+                        "{}: row {}: IDK needs a prompt to answer with a refusal (question-answer, \
+                         multiple-choice or prompt-response rows); this is a document row",
+                        forget.source,
+                        i + 1
+                    ),
+                })
+            }
         };
         let answer = answers.choose(&mut rng).expect("validated non-empty");
-        let prompt = encoder
-            .encode_prompt(&qa.question)
-            .map_err(|e| Error::InvalidArgument {
-                field: "forget",
-                message: e.to_string(),
-            })?;
+        let prompt = encoder.encode_prompt(question).map_err(|e| Error::InvalidArgument {
+            field: "forget",
+            message: format!("{}: row {}: {e}", forget.source, i + 1),
+        })?;
         let ex = encoder
             .encode_continuation(&prompt, answer, true)
             .map_err(|e| Error::InvalidArgument {
                 field: "forget",
-                message: e.to_string(),
+                message: format!("{}: row {}: {e}", forget.source, i + 1),
             })?;
         out.push(ex);
     }
