@@ -164,7 +164,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         store.close().await;
         result
     })?;
-    println!("\ndone in {:.0} s. Run it again to forget the next author.", t0.elapsed().as_secs_f64());
+    println!(
+        "\ndone in {:.0} s. Run it again to forget the next author.",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -268,7 +271,10 @@ async fn run_request(
     );
     println!("      request {id}");
 
-    step(4, "the worker forgets (saliency -> noise -> masked fine-tune -> evaluation)");
+    step(
+        4,
+        "the worker forgets (saliency -> noise -> masked fine-tune -> evaluation)",
+    );
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("      [{bar:40}] {pos:>3}% {msg} ({elapsed})")
@@ -282,17 +288,18 @@ async fn run_request(
         if let Some(job) = r.get("job") {
             let percent = job["percent"].as_f64().unwrap_or(0.0);
             bar.set_position(percent.clamp(0.0, 100.0) as u64);
-            bar.set_message(format!(
-                "{} ({status})",
-                job["stage"].as_str().unwrap_or("queued")
-            ));
+            bar.set_message(format!("{} ({status})", job["stage"].as_str().unwrap_or("queued")));
         }
         if !matches!(status.as_str(), "queued" | "running") {
             bar.set_position(100);
             bar.finish_with_message(status.clone());
             break r;
         }
-        ensure!(Instant::now() < deadline, "the request did not finish within {} s", args.timeout_secs);
+        ensure!(
+            Instant::now() < deadline,
+            "the request did not finish within {} s",
+            args.timeout_secs
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let status = request["status"].as_str().unwrap_or("?");
@@ -416,7 +423,11 @@ impl Http {
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))?;
-        let res = self.client.request(req).await.with_context(|| format!("{method} {path}"))?;
+        let res = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

@@ -74,7 +74,12 @@ pub const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "models an OpenDSR erasure applies to (comma-separated)",
         "all",
     ),
-    ("device", "GRIN_DEVICE", "`cpu`, `cuda[:N]` (`cuda` build), `metal`", "`cpu`"),
+    (
+        "device",
+        "GRIN_DEVICE",
+        "`cpu`, `cuda[:N]` (`cuda` build), `metal`",
+        "`cpu`",
+    ),
     (
         "model_cache_mb",
         "GRIN_MODEL_CACHE_MB",

@@ -409,5 +409,8 @@ fn demo_forgets_an_author_and_verifies_the_evidence() {
     }
     let (second, _) = run();
     assert!(second.contains("reusing"), "{second}");
-    assert!(second.contains("new version: tofu-mini v3 (published), from v2"), "{second}");
+    assert!(
+        second.contains("new version: tofu-mini v3 (published), from v2"),
+        "{second}"
+    );
 }

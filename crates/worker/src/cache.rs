@@ -84,7 +84,12 @@ impl ModelCache {
             self.misses += 1;
             return Ok(None);
         };
-        if !entry.tensors.values().next().is_some_and(|t| t.device().same_device(device)) {
+        if !entry
+            .tensors
+            .values()
+            .next()
+            .is_some_and(|t| t.device().same_device(device))
+        {
             self.misses += 1;
             return Ok(None);
         }

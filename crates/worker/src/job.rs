@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{gates, unlearn_config, WorkerConfig};
-use crate::SharedCache;
 use crate::data::{forget_set, holdout_set, local_path, retain_set};
 use crate::error::{Error, Result};
 use crate::observer::{heartbeat, shutdown_signalled, write_progress, JobObserver, Stop, StopReason};
 use crate::publish::{remove_all, JobPaths, PublishRecord, RECORD_FORMAT};
+use crate::SharedCache;
 
 /// How a job attempt ended, as seen by this worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +116,11 @@ pub(crate) async fn process(
         let (cache, version_id) = (cache.clone(), *version_id);
         // Copying the weights can take a while on a large model.
         let kept = tokio::task::spawn_blocking(move || {
-            cache.lock().map_err(|_| "poisoned".to_string())?.insert(version_id, &model).map_err(|e| e.to_string())
+            cache
+                .lock()
+                .map_err(|_| "poisoned".to_string())?
+                .insert(version_id, &model)
+                .map_err(|e| e.to_string())
         })
         .await;
         match kept {
@@ -424,7 +428,10 @@ async fn finish(
             Err(e) => return Err(e.into()),
         },
         (Some(StopReason::Shutdown), Err(_)) => {
-            match store.release_job(job.id, worker, "worker shut down; job released").await {
+            match store
+                .release_job(job.id, worker, "worker shut down; job released")
+                .await
+            {
                 Ok(_) => JobOutcome::Released,
                 Err(StoreError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
                 Err(e) => return Err(e.into()),

@@ -228,7 +228,11 @@ async fn released_job_is_runnable_at_once_and_keeps_its_attempts(db: TestDb) -> 
     let (request, _) = store.create_request(&new_request(&store, "m", "k", "t")).await?;
     for round in 0..3 {
         let claimed = eventually(Duration::from_secs(5), || store.claim("w", LEASE)).await?;
-        ensure!(claimed.job.attempts == 1, "round {round}: attempt {}", claimed.job.attempts);
+        ensure!(
+            claimed.job.attempts == 1,
+            "round {round}: attempt {}",
+            claimed.job.attempts
+        );
         ensure!(store.get_request(request.id).await?.status == RequestStatus::Running);
         let job = store.release_job(claimed.job.id, "w", "worker shut down").await?;
         ensure!(job.state == JobState::Queued, "released job is queued: {:?}", job.state);
@@ -253,7 +257,10 @@ async fn released_job_is_runnable_at_once_and_keeps_its_attempts(db: TestDb) -> 
         .into_iter()
         .map(|r| r.action)
         .collect();
-    ensure!(actions.iter().filter(|a| *a == "job.released").count() == 3, "{actions:?}");
+    ensure!(
+        actions.iter().filter(|a| *a == "job.released").count() == 3,
+        "{actions:?}"
+    );
     store.verify_audit().await?;
     Ok(())
 }

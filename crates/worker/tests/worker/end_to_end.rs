@@ -191,23 +191,42 @@ async fn next_job_starts_from_the_cached_version(db: TestDb) -> Result<()> {
         weights(&grin::checkpoint::load_model(&dir, &device, None)?)
     };
 
-    store.create_request(&payload_request(model, "k1", &forget[..1])).await?;
-    let first = grin_worker::run_once_cached(&store, &cfg, &cache).await?.context("job 1")?;
+    store
+        .create_request(&payload_request(model, "k1", &forget[..1]))
+        .await?;
+    let first = grin_worker::run_once_cached(&store, &cfg, &cache)
+        .await?
+        .context("job 1")?;
     let JobOutcome::Published { version_id: v2, .. } = first.outcome else {
         anyhow::bail!("{first:?}");
     };
     let v1 = store.get_version_by_number(model, 1).await?;
     ensure!(cache.lock().unwrap().stats() == (0, 1), "job 1 loads from disk");
-    for (version, location) in [(v1.id, v1.location.clone()), (v2, store.get_version(v2).await?.location)] {
+    for (version, location) in [
+        (v1.id, v1.location.clone()),
+        (v2, store.get_version(v2).await?.location),
+    ] {
         let cached = cache.lock().unwrap().checkout(version, &device)?.context("cached")?;
-        ensure!(weights(&cached)? == on_disk(&location)?, "cached {version} differs from its files");
+        ensure!(
+            weights(&cached)? == on_disk(&location)?,
+            "cached {version} differs from its files"
+        );
     }
     ensure!(on_disk(&v1.location)? != on_disk(&store.get_version(v2).await?.location)?);
 
-    store.create_request(&payload_request(model, "k2", &forget[1..2])).await?;
+    store
+        .create_request(&payload_request(model, "k2", &forget[1..2]))
+        .await?;
     let (hits, misses) = cache.lock().unwrap().stats();
-    let second = grin_worker::run_once_cached(&store, &cfg, &cache).await?.context("job 2")?;
-    let JobOutcome::Published { number: 3, version_id: v3, .. } = second.outcome else {
+    let second = grin_worker::run_once_cached(&store, &cfg, &cache)
+        .await?
+        .context("job 2")?;
+    let JobOutcome::Published {
+        number: 3,
+        version_id: v3,
+        ..
+    } = second.outcome
+    else {
         anyhow::bail!("{second:?}");
     };
     ensure!(
