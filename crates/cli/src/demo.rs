@@ -198,14 +198,7 @@ async fn register_model(store: &Store, fixture_dir: &Path, flavour: &Flavour) ->
         Err(e) => return Err(e.into()),
     }
     let checkpoint = fixture_dir.join("model");
-    let files = grin::checkpoint::manifest(&checkpoint)?
-        .into_iter()
-        .map(|m| grin_store::FileEntry {
-            path: m.path,
-            sha256: m.sha256,
-            bytes: m.bytes as i64,
-        })
-        .collect();
+    let files = crate::service::file_entries(&checkpoint)?;
     store
         .create_model(
             &NewModel {

@@ -235,6 +235,18 @@ pub fn keys(args: ServiceArgs, cmd: KeysCommand) -> Result<()> {
     })
 }
 
+/// A checkpoint directory's manifest as registry file entries.
+pub(crate) fn file_entries(checkpoint: &std::path::Path) -> Result<Vec<grin_store::FileEntry>> {
+    Ok(grin::checkpoint::manifest(checkpoint)?
+        .into_iter()
+        .map(|m| grin_store::FileEntry {
+            path: m.path,
+            sha256: m.sha256,
+            bytes: m.bytes as i64,
+        })
+        .collect())
+}
+
 pub fn audit(args: ServiceArgs, cmd: AuditCommand) -> Result<()> {
     runtime()?.block_on(async {
         let store = args.open().await?;
@@ -271,14 +283,7 @@ pub fn models(args: ServiceArgs, cmd: ModelsCommand) -> Result<()> {
                     })
                     .transpose()
                 };
-                let files = grin::checkpoint::manifest(&checkpoint)?
-                    .into_iter()
-                    .map(|m| grin_store::FileEntry {
-                        path: m.path,
-                        sha256: m.sha256,
-                        bytes: m.bytes as i64,
-                    })
-                    .collect();
+                let files = file_entries(&checkpoint)?;
                 let model = store
                     .create_model(
                         &NewModel {

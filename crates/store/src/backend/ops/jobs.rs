@@ -298,25 +298,7 @@ impl Ops {
         } else {
             // The attempt did not fail: give it back, and make the job
             // runnable at once (no backoff) for the next worker.
-            sqlx::query(
-                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_after = $2, worker_id = NULL, \
-                 lease_expires_at = NULL, heartbeat_at = NULL, last_error = $3, updated_at = $2 \
-                 WHERE id = $1",
-            )
-            .bind(job.id)
-            .bind(now)
-            .bind(reason)
-            .execute(&mut *tx.tx)
-            .await?;
-            sqlx::query(
-                "UPDATE deletion_requests SET status = 'queued', updated_at = $2 \
-                 WHERE status = 'running' AND id IN \
-                 (SELECT request_id FROM job_requests WHERE job_id = $1)",
-            )
-            .bind(job.id)
-            .bind(now)
-            .execute(&mut *tx.tx)
-            .await?;
+            return_to_queue(&mut tx, job.id, true, now, reason, now).await?;
             entries.push(AuditEntry::new(
                 &actor,
                 "job.released",
@@ -491,26 +473,7 @@ impl Ops {
         entries: &mut Vec<AuditEntry>,
     ) -> Result<()> {
         let run_after = now + self.backoff(job.attempts);
-        sqlx::query(
-            "UPDATE jobs SET state = 'queued', run_after = $2, worker_id = NULL, \
-             lease_expires_at = NULL, heartbeat_at = NULL, last_error = $3, updated_at = $4 \
-             WHERE id = $1",
-        )
-        .bind(job.id)
-        .bind(run_after)
-        .bind(error)
-        .bind(now)
-        .execute(&mut *tx.tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deletion_requests SET status = 'queued', updated_at = $2 \
-             WHERE status = 'running' AND id IN \
-             (SELECT request_id FROM job_requests WHERE job_id = $1)",
-        )
-        .bind(job.id)
-        .bind(now)
-        .execute(&mut *tx.tx)
-        .await?;
+        return_to_queue(tx, job.id, false, run_after, error, now).await?;
         entries.push(AuditEntry::new(
             actor,
             "job.retry_scheduled",
@@ -706,5 +669,39 @@ async fn fail_for_good(
         job.id,
         json!({"attempts": job.attempts, "max_attempts": job.max_attempts}),
     ));
+    Ok(())
+}
+
+/// Running -> queued: the job runnable from `run_after` (the attempt it was
+/// on given back when `uncount`), its running requests queued again.
+async fn return_to_queue(
+    tx: &mut WriteTx,
+    job_id: Uuid,
+    uncount: bool,
+    run_after: DateTime<Utc>,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'queued', attempts = attempts - $5, run_after = $2, worker_id = NULL, \
+         lease_expires_at = NULL, heartbeat_at = NULL, last_error = $3, updated_at = $4 \
+         WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(run_after)
+    .bind(error)
+    .bind(now)
+    .bind(i64::from(uncount))
+    .execute(&mut *tx.tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deletion_requests SET status = 'queued', updated_at = $2 \
+         WHERE status = 'running' AND id IN \
+         (SELECT request_id FROM job_requests WHERE job_id = $1)",
+    )
+    .bind(job_id)
+    .bind(now)
+    .execute(&mut *tx.tx)
+    .await?;
     Ok(())
 }
