@@ -1,8 +1,8 @@
 //! Stage 1 of GRIN: gradient-ratio saliency and the weight masks it selects.
 //!
 //! `g_f` and `g_r` are the gradients of the mean answer NLL over the forget
-//! and the retain set (each the mean of per-batch gradients, accumulated in
-//! place; each batch's graph is dropped before the next). A weight's score is
+//! and the retain set (each the mean of per-batch gradients, summed tensor
+//! by tensor; each batch's graph is dropped before the next). A weight's score is
 //! `|g_f| / (|g_r| + ε)`: large where the weight matters for the forget data
 //! and little for the retain data. The top fraction `ratio` of scored weights
 //! is selected, globally across scored tensors or per tensor, with exact
@@ -139,6 +139,13 @@ pub struct Selection {
     /// Use at most this many retain examples for `g_r` (a seeded sample);
     /// `None`: all of them.
     pub max_retain_examples: Option<usize>,
+    /// Score the tensors in this many groups (of about equal size), one
+    /// retain and one forget pass per group. The passes then hold the
+    /// gradients of one group at a time, which divides the gradient memory
+    /// of the selection by about this number, at the cost of one forward and
+    /// a partial backward pass per group and batch. The scores, and so the
+    /// masks, do not depend on it. Default 1.
+    pub gradient_groups: usize,
 }
 
 impl Default for Selection {
@@ -151,6 +158,7 @@ impl Default for Selection {
             tensors: TensorFilter::default(),
             batch_size: 16,
             max_retain_examples: Some(256),
+            gradient_groups: 1,
         }
     }
 }
@@ -173,6 +181,12 @@ impl Selection {
         if self.batch_size == 0 {
             return Err(Error::InvalidArgument {
                 field: "selection.batch_size",
+                message: "must be positive".into(),
+            });
+        }
+        if self.gradient_groups == 0 {
+            return Err(Error::InvalidArgument {
+                field: "selection.gradient_groups",
                 message: "must be positive".into(),
             });
         }
@@ -217,8 +231,10 @@ impl Masks {
 }
 
 /// Mean over batches of the gradient of the mean answer NLL, for the named
-/// tensors only (the rest are constants during the pass). Each batch's graph
-/// and gradients are freed before the next batch.
+/// tensors only (the rest are constants during the pass). Each batch's
+/// gradients are added to the running sums and freed tensor by tensor, and
+/// its graph is dropped before the next batch, so the pass holds the sums,
+/// one batch's gradients and one batch's activations.
 pub fn mean_gradients(
     model: &Model,
     names: &BTreeSet<String>,
@@ -227,6 +243,32 @@ pub fn mean_gradients(
     batch_size: usize,
     observer: &mut dyn Observer,
     stage: &'static str,
+) -> Result<BTreeMap<String, Tensor>> {
+    let pass = PassProgress {
+        stage,
+        first_step: 0,
+        total: examples.len().div_ceil(batch_size.max(1)),
+    };
+    pass_mean_gradients(model, names, examples, pad_id, batch_size, observer, pass)
+}
+
+/// Where the batches of one gradient pass fall in the progress of their
+/// stage (a stage has one pass per tensor group).
+#[derive(Debug, Clone, Copy)]
+struct PassProgress {
+    stage: &'static str,
+    first_step: usize,
+    total: usize,
+}
+
+fn pass_mean_gradients(
+    model: &Model,
+    names: &BTreeSet<String>,
+    examples: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    observer: &mut dyn Observer,
+    pass: PassProgress,
 ) -> Result<BTreeMap<String, Tensor>> {
     let net = model.net_training_only(names)?;
     let vars: BTreeMap<String, Tensor> = model
@@ -237,15 +279,33 @@ pub fn mean_gradients(
         .collect();
     let mut acc: BTreeMap<String, Tensor> = BTreeMap::new();
     let chunks: Vec<&[Encoded]> = examples.chunks(batch_size.max(1)).collect();
-    let total = chunks.len();
     for (i, chunk) in chunks.iter().enumerate() {
         if observer.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let batch = collate(&refs, pad_id, model.device())?;
-        let loss = batch_mean_nll(&net.forward(&batch.input_ids)?, &batch)?;
-        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        // The pass on the tensor thread pool (see `ops::in_pool`).
+        let value = crate::ops::in_pool(|| -> Result<f32> {
+            let loss = batch_mean_nll(&net.forward(&batch.input_ids)?, &batch)?;
+            let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Ok(value);
+            }
+            let mut grads = loss.backward()?;
+            drop(loss);
+            for (name, var) in &vars {
+                if let Some(g) = grads.remove(var) {
+                    let g = g.to_dtype(DType::F32)?;
+                    let sum = match acc.remove(name) {
+                        Some(a) => (a + g)?,
+                        None => g,
+                    };
+                    acc.insert(name.clone(), sum);
+                }
+            }
+            Ok(value)
+        })?;
         if !value.is_finite() {
             return Err(Error::NonFinite {
                 what: "saliency loss",
@@ -253,26 +313,14 @@ pub fn mean_gradients(
                 value,
             });
         }
-        let grads = loss.backward()?;
-        for (name, var) in &vars {
-            if let Some(g) = grads.get(var) {
-                let g = g.to_dtype(DType::F32)?;
-                let sum = match acc.remove(name) {
-                    Some(a) => (a + g)?,
-                    None => g,
-                };
-                acc.insert(name.clone(), sum);
-            }
-        }
-        drop(grads);
         observer.progress(&Progress {
-            stage,
-            step: i + 1,
-            total,
+            stage: pass.stage,
+            step: pass.first_step + i + 1,
+            total: pass.total,
             losses: vec![("nll", value)],
         });
     }
-    let n = total.max(1) as f64;
+    let n = chunks.len().max(1) as f64;
     acc.into_iter()
         .map(|(k, v)| Ok((k, (v / n)?)))
         .collect::<candle_core::Result<_>>()
@@ -281,6 +329,13 @@ pub fn mean_gradients(
 
 /// GRIN's score `|g_f| / (|g_r| + ε)` per weight of the named tensors (f32,
 /// on the model's device). A tensor the loss does not reach scores zero.
+///
+/// The retain pass runs first and its mean is turned into the denominator
+/// `|g_r| + ε` tensor by tensor; the forget pass follows, and each score
+/// replaces its two inputs as it is made. So no more than two
+/// gradient-sized sets are alive at once when the forget set fits in one
+/// batch (the usual deletion request), three otherwise: the denominators,
+/// the forget sums and one batch's gradients.
 #[allow(clippy::too_many_arguments)]
 pub fn gradient_ratio_scores(
     model: &Model,
@@ -292,13 +347,57 @@ pub fn gradient_ratio_scores(
     eps: f64,
     observer: &mut dyn Observer,
 ) -> Result<BTreeMap<String, Tensor>> {
-    let g_f = mean_gradients(model, names, forget, pad_id, batch_size, observer, "saliency forget")?;
-    let g_r = mean_gradients(model, names, retain, pad_id, batch_size, observer, "saliency retain")?;
+    group_ratio_scores(model, names, forget, retain, pad_id, batch_size, eps, observer, (0, 1))
+}
+
+/// [`gradient_ratio_scores`] for group `group.0` of `group.1` (progress).
+#[allow(clippy::too_many_arguments)]
+fn group_ratio_scores(
+    model: &Model,
+    names: &BTreeSet<String>,
+    forget: &[Encoded],
+    retain: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    eps: f64,
+    observer: &mut dyn Observer,
+    (group, groups): (usize, usize),
+) -> Result<BTreeMap<String, Tensor>> {
+    let pass = |stage, examples: &[Encoded]| {
+        let batches = examples.len().div_ceil(batch_size.max(1));
+        PassProgress {
+            stage,
+            first_step: group * batches,
+            total: groups * batches,
+        }
+    };
+    let g_r = pass_mean_gradients(
+        model,
+        names,
+        retain,
+        pad_id,
+        batch_size,
+        observer,
+        pass("saliency retain", retain),
+    )?;
+    let mut denominators = BTreeMap::new();
+    for (name, g) in g_r {
+        denominators.insert(name, (g.abs()? + eps)?);
+    }
+    let mut g_f = pass_mean_gradients(
+        model,
+        names,
+        forget,
+        pad_id,
+        batch_size,
+        observer,
+        pass("saliency forget", forget),
+    )?;
     let shapes: BTreeMap<String, Tensor> = model.tensors();
     let mut out = BTreeMap::new();
     for name in names {
-        let score = match (g_f.get(name), g_r.get(name)) {
-            (Some(f), Some(r)) => (f.abs()? / (r.abs()? + eps)?)?,
+        let score = match (g_f.remove(name), denominators.remove(name)) {
+            (Some(f), Some(d)) => (f.abs()? / d)?,
             _ => shapes[name].zeros_like()?.to_dtype(DType::F32)?,
         };
         out.insert(name.clone(), score);
@@ -319,7 +418,7 @@ fn scores(
     observer: &mut dyn Observer,
 ) -> Result<BTreeMap<String, Vec<f32>>> {
     let weights: BTreeMap<String, Tensor> = model.tensors().into_iter().filter(|(n, _)| names.contains(n)).collect();
-    let flat = |t: &Tensor| -> Result<Vec<f32>> {
+    let flat = |t: Tensor| -> Result<Vec<f32>> {
         Ok(t.to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -336,19 +435,28 @@ fn scores(
                 }
                 _ => retain.to_vec(),
             };
-            let scores = gradient_ratio_scores(
-                model,
-                names,
-                forget,
-                &retain_sample,
-                pad_id,
-                sel.batch_size,
-                sel.eps,
-                observer,
-            )?;
-            scores.iter().map(|(n, s)| Ok((n.clone(), flat(s)?))).collect()
+            let groups = tensor_groups(&weights, sel.gradient_groups);
+            let mut out = BTreeMap::new();
+            for (g, group) in groups.iter().enumerate() {
+                let scores = group_ratio_scores(
+                    model,
+                    group,
+                    forget,
+                    &retain_sample,
+                    pad_id,
+                    sel.batch_size,
+                    sel.eps,
+                    observer,
+                    (g, groups.len()),
+                )?;
+                // Tensor by tensor, so each score tensor is freed once copied.
+                for (n, s) in scores {
+                    out.insert(n, flat(s)?);
+                }
+            }
+            Ok(out)
         }
-        SelectionKind::Magnitude => weights.iter().map(|(n, w)| Ok((n.clone(), flat(&w.abs()?)?))).collect(),
+        SelectionKind::Magnitude => weights.iter().map(|(n, w)| Ok((n.clone(), flat(w.abs()?)?))).collect(),
         SelectionKind::Random => {
             // Uniform scores from a seeded generator, one stream per tensor
             // name so the result does not depend on iteration order.
@@ -368,34 +476,122 @@ fn scores(
     }
 }
 
+/// The tensors cut into at most `n` groups of about equal element counts
+/// (none empty), each a run of consecutive layers: embeddings, then layer
+/// 0, 1, ..., then the rest (final norm, LM head). A group high in the
+/// network needs only the top of the backward pass.
+fn tensor_groups(tensors: &BTreeMap<String, Tensor>, n: usize) -> Vec<BTreeSet<String>> {
+    let depth = |name: &str| match (module_kind(name), layer_index(name)) {
+        ("embed_tokens", _) => 0,
+        (_, Some(layer)) => layer + 1,
+        _ => usize::MAX,
+    };
+    let mut order: Vec<(&String, usize)> = tensors.iter().map(|(name, t)| (name, t.elem_count())).collect();
+    order.sort_by_key(|(name, _)| depth(name));
+    let total: usize = order.iter().map(|(_, size)| size).sum();
+    let n = n.clamp(1, order.len().max(1));
+    let mut groups: Vec<BTreeSet<String>> = vec![BTreeSet::new()];
+    let mut before = 0;
+    for (name, size) in order {
+        // A new group once the ones so far hold their share of the total.
+        let filled = groups.last().is_some_and(|g| !g.is_empty());
+        if filled && groups.len() < n && before >= total * groups.len() / n {
+            groups.push(BTreeSet::new());
+        }
+        groups.last_mut().expect("at least one group").insert(name.clone());
+        before += size;
+    }
+    groups
+}
+
 /// A stable 64-bit seed from a tensor name (FNV-1a).
 pub fn name_seed(name: &str) -> u64 {
     name.bytes()
         .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
-/// Indices of the `k` largest scores; ties at the threshold go to the lower
-/// index. Returns the indices and the threshold score.
-fn top_k(scores: &[(usize, usize, f32)], k: usize) -> (Vec<(usize, usize)>, Option<f32>) {
-    if k == 0 {
-        return (vec![], None);
+/// A key whose unsigned order is `f32::total_cmp`'s order.
+fn order_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    // Descending score, then ascending (tensor, position): deterministic.
-    let cmp = |a: &usize, b: &usize| {
-        let (ta, ia, sa) = scores[*a];
-        let (tb, ib, sb) = scores[*b];
-        sb.total_cmp(&sa).then((ta, ia).cmp(&(tb, ib)))
+}
+
+fn from_order_key(key: u32) -> f32 {
+    f32::from_bits(if key & 0x8000_0000 != 0 {
+        key & 0x7fff_ffff
+    } else {
+        !key
+    })
+}
+
+/// The cut that keeps the `k` largest of `scores` (the concatenation of the
+/// slices, in order): the `k`-th largest score's key, and how many entries
+/// equal to it are kept (the first ones in order). `None` when `k` is 0.
+///
+/// A two-pass radix selection on [`order_key`] (the high 16 bits, then the
+/// low 16 bits within the bucket that holds the `k`-th score): linear time,
+/// and no copy of the scores, which for a large model are gigabytes.
+fn top_k_cut(scores: &[&[f32]], k: usize) -> Option<(u32, usize)> {
+    let n: usize = scores.iter().map(|s| s.len()).sum();
+    if k == 0 || n == 0 {
+        return None;
+    }
+    let k = k.min(n);
+    // Finds the bucket, from the top, where the running count reaches `need`;
+    // returns it and how many entries lie in higher buckets.
+    let descend = |hist: &[usize], need: usize| -> (usize, usize) {
+        let mut above = 0;
+        for b in (0..hist.len()).rev() {
+            if above + hist[b] >= need {
+                return (b, above);
+            }
+            above += hist[b];
+        }
+        unreachable!("the histogram holds at least `need` entries")
     };
-    if k < order.len() {
-        order.select_nth_unstable_by(k - 1, cmp);
-        order.truncate(k);
+    let mut hist = vec![0usize; 1 << 16];
+    for &x in scores.iter().flat_map(|s| s.iter()) {
+        hist[(order_key(x) >> 16) as usize] += 1;
     }
-    let threshold = order.iter().map(|&i| scores[i].2).min_by(|a, b| a.total_cmp(b));
-    (
-        order.into_iter().map(|i| (scores[i].0, scores[i].1)).collect(),
-        threshold,
-    )
+    let (high, above_high) = descend(&hist, k);
+    hist.iter_mut().for_each(|h| *h = 0);
+    for &x in scores.iter().flat_map(|s| s.iter()) {
+        let key = order_key(x);
+        if (key >> 16) as usize == high {
+            hist[(key & 0xffff) as usize] += 1;
+        }
+    }
+    let (low, above_low) = descend(&hist, k - above_high);
+    let greater = above_high + above_low;
+    Some((((high as u32) << 16) | low as u32, k - greater))
+}
+
+/// Masks (1 = selected) that keep the `k` largest scores, ties at the cut
+/// going to the earlier entries in order; and the lowest kept score.
+fn top_k_masks(scores: &[&[f32]], k: usize) -> (Vec<Vec<u8>>, Option<f32>) {
+    let Some((cut, mut ties)) = top_k_cut(scores, k) else {
+        return (scores.iter().map(|s| vec![0; s.len()]).collect(), None);
+    };
+    let masks = scores
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|&x| {
+                    let key = order_key(x);
+                    let keep = key > cut || (key == cut && ties > 0);
+                    if key == cut && keep {
+                        ties -= 1;
+                    }
+                    keep as u8
+                })
+                .collect()
+        })
+        .collect();
+    (masks, Some(from_order_key(cut)))
 }
 
 /// Computes the masks. For the gradient ratio this runs two gradient passes
@@ -424,7 +620,6 @@ pub fn select(
         });
     }
     let scores = scores(model, sel, &names, forget, retain, pad_id, seed, observer)?;
-    let names: Vec<String> = scores.keys().cloned().collect();
     if let Some(n) = scores
         .iter()
         .find_map(|(n, s)| s.iter().any(|x| x.is_nan()).then_some(n))
@@ -436,46 +631,35 @@ pub fn select(
             value: f32::NAN,
         });
     }
-    let sizes: Vec<usize> = names.iter().map(|n| scores[n].len()).collect();
-    let mut chosen: Vec<Vec<bool>> = sizes.iter().map(|&n| vec![false; n]).collect();
-    let mut threshold = None;
-    match sel.scope {
+    let (names, scores): (Vec<String>, Vec<Vec<f32>>) = scores.into_iter().unzip();
+    let (chosen, threshold) = match sel.scope {
         Scope::Global => {
-            let all: Vec<(usize, usize, f32)> = names
-                .iter()
-                .enumerate()
-                .flat_map(|(t, n)| scores[n].iter().enumerate().map(move |(i, &s)| (t, i, s)))
-                .collect();
-            let k = (sel.ratio * all.len() as f64).round() as usize;
-            let (picked, th) = top_k(&all, k);
-            threshold = th;
-            for (t, i) in picked {
-                chosen[t][i] = true;
-            }
+            let all: Vec<&[f32]> = scores.iter().map(|s| s.as_slice()).collect();
+            let n: usize = all.iter().map(|s| s.len()).sum();
+            top_k_masks(&all, (sel.ratio * n as f64).round() as usize)
         }
         Scope::PerTensor => {
-            for (t, n) in names.iter().enumerate() {
-                let s: Vec<(usize, usize, f32)> = scores[n].iter().enumerate().map(|(i, &x)| (t, i, x)).collect();
-                let k = (sel.ratio * s.len() as f64).round() as usize;
-                let (picked, th) = top_k(&s, k);
+            let mut chosen = Vec::with_capacity(scores.len());
+            let mut threshold: Option<f32> = None;
+            for s in &scores {
+                let (mut mask, th) = top_k_masks(&[s], (sel.ratio * s.len() as f64).round() as usize);
+                chosen.push(mask.pop().expect("one slice in, one mask out"));
                 if let Some(th) = th {
-                    threshold = Some(threshold.map_or(th, |x: f32| x.min(th)));
-                }
-                for (_, i) in picked {
-                    chosen[t][i] = true;
+                    threshold = Some(threshold.map_or(th, |x| x.min(th)));
                 }
             }
+            (chosen, threshold)
         }
-    }
+    };
+    drop(scores);
     let shapes: BTreeMap<String, Vec<usize>> = model.vars().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
     let mut masks = BTreeMap::new();
     let mut by_kind: BTreeMap<String, Density> = BTreeMap::new();
     let mut by_layer: BTreeMap<usize, Density> = BTreeMap::new();
     let mut selected = 0;
     let mut scored = 0;
-    for (t, name) in names.iter().enumerate() {
-        let c = &chosen[t];
-        let n_sel = c.iter().filter(|&&x| x).count();
+    for (name, c) in names.iter().zip(chosen) {
+        let n_sel = c.iter().filter(|&&x| x != 0).count();
         selected += n_sel;
         scored += c.len();
         let add = |d: &mut Density| {
@@ -495,8 +679,7 @@ pub fn select(
             }));
         }
         if n_sel > 0 {
-            let bytes: Vec<u8> = c.iter().map(|&x| x as u8).collect();
-            let mask = Tensor::from_vec(bytes, shapes[name].as_slice(), &Device::Cpu)?.to_device(model.device())?;
+            let mask = Tensor::from_vec(c, shapes[name].as_slice(), &Device::Cpu)?.to_device(model.device())?;
             masks.insert(name.clone(), mask);
         }
     }
@@ -518,4 +701,77 @@ pub fn select(
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// The selection by full sort: descending score (`total_cmp`), ties by
+    /// ascending (slice, position).
+    fn sorted_top_k(scores: &[&[f32]], k: usize) -> (Vec<Vec<u8>>, Option<f32>) {
+        let mut all: Vec<(usize, usize, f32)> = scores
+            .iter()
+            .enumerate()
+            .flat_map(|(t, s)| s.iter().enumerate().map(move |(i, &x)| (t, i, x)))
+            .collect();
+        all.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        let mut masks: Vec<Vec<u8>> = scores.iter().map(|s| vec![0; s.len()]).collect();
+        for &(t, i, _) in &all[..k] {
+            masks[t][i] = 1;
+        }
+        (masks, k.checked_sub(1).map(|j| all[j].2))
+    }
+
+    #[test]
+    fn order_key_orders_as_total_cmp_and_round_trips() {
+        let xs = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -1e-40,
+            -0.0,
+            0.0,
+            1e-40,
+            1.0,
+            2.5e30,
+            f32::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) < order_key(w[1]), "{} < {}", w[0], w[1]);
+        }
+        for x in xs {
+            assert_eq!(from_order_key(order_key(x)).to_bits(), x.to_bits());
+        }
+    }
+
+    #[test]
+    fn radix_cut_selects_as_a_full_sort_does() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..200 {
+            // Few distinct values (many ties), or spread values of both
+            // signs, over one to four slices, some empty.
+            let distinct = [3, 50, 0][case % 3];
+            let slices: Vec<Vec<f32>> = (0..rng.gen_range(1..5))
+                .map(|_| {
+                    (0..rng.gen_range(0..300))
+                        .map(|_| match distinct {
+                            0 => rng.gen_range(-1e3f32..1e3) * rng.gen_range(0f32..1.0).powi(8),
+                            d => (rng.gen_range(0..d) as f32) * 0.25,
+                        })
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[f32]> = slices.iter().map(|s| s.as_slice()).collect();
+            let n: usize = refs.iter().map(|s| s.len()).sum();
+            for k in [0, 1, n / 20, n / 2, n.saturating_sub(1), n] {
+                let (got, th) = top_k_masks(&refs, k);
+                let (want, want_th) = sorted_top_k(&refs, k);
+                assert_eq!(got, want, "case {case}, k {k}");
+                assert_eq!(th.map(f32::to_bits), want_th.map(f32::to_bits), "case {case}, k {k}");
+                let kept: usize = got.iter().flatten().map(|&m| m as usize).sum();
+                assert_eq!(kept, k);
+            }
+        }
+    }
 }

@@ -414,7 +414,7 @@ pub fn unlearn(
     let t0 = Instant::now();
     let input_net = model.inference();
     let ref_sum_nll: Vec<f32> = if loss_cfg.forget == ForgetLoss::Npo {
-        item_nll(&input_net, &forget_ex, pad, cfg.finetune.batch_size)?
+        crate::ops::in_pool(|| item_nll(&input_net, &forget_ex, pad, cfg.finetune.batch_size))?
             .iter()
             .zip(&forget_ex)
             .map(|(m, e)| m * e.n_targets() as f32)
@@ -435,11 +435,17 @@ pub fn unlearn(
     let guard_base = if guard_ex.is_empty() {
         0.0
     } else {
-        mean(&answer_probability(&input_net, &guard_ex, pad, 32)?)
+        mean(&crate::ops::in_pool(|| {
+            answer_probability(&input_net, &guard_ex, pad, 32)
+        })?)
     };
     stage.timings.insert("reference".into(), t0.elapsed().as_secs_f64());
 
     let noise = stage.time("noise", |_| inject(model, &masks, &cfg.noise, cfg.seed))?;
+    let Masks {
+        masks: mask_tensors,
+        stats: mask_stats,
+    } = masks;
 
     let idk_ex = if loss_cfg.forget == ForgetLoss::Idk {
         idk_examples(encoder, forget, loss_cfg, cfg.seed)?
@@ -448,7 +454,6 @@ pub fn unlearn(
     };
     let run = FinetuneRun {
         model,
-        masks: &masks,
         trainable: &trainable,
         cfg,
         pad,
@@ -460,11 +465,11 @@ pub fn unlearn(
         guard: (&guard_ex, guard_base),
         needs_retain,
     };
-    let (steps, stopped_early, checks) = stage.time("finetune", |obs| run.run(obs))?;
+    let (steps, stopped_early, checks) = stage.time("finetune", |obs| run.run(mask_tensors, obs))?;
 
     Ok(UnlearnReport {
         config: cfg.clone(),
-        mask: masks.stats.clone(),
+        mask: mask_stats,
         noise,
         steps,
         stopped_early,
@@ -519,7 +524,6 @@ fn idk_examples(encoder: &Encoder, forget: &Dataset, loss: &LossConfig, seed: u6
 
 struct FinetuneRun<'a> {
     model: &'a Model,
-    masks: &'a Masks,
     trainable: &'a BTreeSet<String>,
     cfg: &'a UnlearnConfig,
     pad: u32,
@@ -535,16 +539,21 @@ struct FinetuneRun<'a> {
 }
 
 impl FinetuneRun<'_> {
+    /// The fine-tune, on the masks of the selection. They are handed to the
+    /// optimiser, which on the CPU keeps the masked positions only, so the
+    /// masks themselves are freed before the first step.
     #[allow(clippy::type_complexity)]
-    fn run(&self, observer: &mut dyn Observer) -> Result<(Vec<StepLog>, bool, Vec<(usize, f32)>)> {
+    fn run(
+        &self,
+        masks: BTreeMap<String, Tensor>,
+        observer: &mut dyn Observer,
+    ) -> Result<(Vec<StepLog>, bool, Vec<(usize, f32)>)> {
         let ft = &self.cfg.finetune;
         let dense = self.cfg.selection.kind == SelectionKind::Dense;
         let vars: BTreeMap<String, candle_core::Var> = self.model.vars().into_iter().collect();
-        let params = self
-            .masks
-            .masks
-            .iter()
-            .map(|(name, mask)| (vars[name].clone(), if dense { None } else { Some(mask.clone()) }))
+        let params = masks
+            .into_iter()
+            .map(|(name, mask)| (vars[&name].clone(), if dense { None } else { Some(mask) }))
             .collect();
         let mut opt = AdamW::new(params, ft.optimizer.clone())?;
         let net = self.model.net_training_only(self.trainable)?;
@@ -575,8 +584,21 @@ impl FinetuneRun<'_> {
             } else {
                 None
             };
-            let (loss, forget_loss, retain_loss) = self.loss(&net, &f_batch, &idx, r_batch.as_ref())?;
-            let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            let lr = ft.optimizer.lr_at(step, ft.max_steps);
+            // The whole step on the tensor thread pool (see `ops::in_pool`);
+            // gradients are freed tensor by tensor as the optimiser applies
+            // them, and there is no update when the loss is not finite.
+            let (value, forget_loss, retain_loss, grad_norm) = crate::ops::in_pool(|| -> Result<_> {
+                let (loss, forget_loss, retain_loss) = self.loss(&net, &f_batch, &idx, r_batch.as_ref())?;
+                let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    return Ok((value, forget_loss, retain_loss, f64::NAN));
+                }
+                let mut grads = loss.backward()?;
+                drop(loss);
+                let grad_norm = opt.step_consuming(&mut grads, lr)?;
+                Ok((value, forget_loss, retain_loss, grad_norm))
+            })?;
             if !value.is_finite() {
                 return Err(Error::NonFinite {
                     what: "unlearning loss",
@@ -584,10 +606,6 @@ impl FinetuneRun<'_> {
                     value,
                 });
             }
-            let grads = loss.backward()?;
-            let lr = ft.optimizer.lr_at(step, ft.max_steps);
-            let grad_norm = opt.step(&grads, lr)?;
-            drop(grads);
             logs.push(StepLog {
                 step: step + 1,
                 loss: value,
@@ -604,12 +622,16 @@ impl FinetuneRun<'_> {
             });
             if let Some(es) = &ft.early_stop {
                 if (step + 1) % es.check_every == 0 && step + 1 < ft.max_steps {
-                    let p_forget = mean(&answer_probability(&probe, self.forget_eval, self.pad, 32)?);
+                    let probability = |examples: &[Encoded]| -> Result<f32> {
+                        Ok(mean(&crate::ops::in_pool(|| {
+                            answer_probability(&probe, examples, self.pad, 32)
+                        })?))
+                    };
+                    let p_forget = probability(self.forget_eval)?;
                     checks.push((step + 1, p_forget));
                     let (guard, base) = self.guard;
-                    let guard_ok = guard.is_empty()
-                        || mean(&answer_probability(&probe, guard, self.pad, 32)?) as f64
-                            >= es.retain_ratio_at_least * base as f64;
+                    let guard_ok =
+                        guard.is_empty() || probability(guard)? as f64 >= es.retain_ratio_at_least * base as f64;
                     if p_forget as f64 <= es.forget_probability_at_most && guard_ok {
                         return Ok((logs, true, checks));
                     }

@@ -247,6 +247,62 @@ fn selection_kinds_and_ties_are_exact() -> Result<()> {
     Ok(())
 }
 
+/// Scoring the tensors in groups (less gradient memory) changes neither the
+/// scores nor the masks, and the progress of each pass still counts up to
+/// its total once.
+#[test]
+fn gradient_groups_change_the_memory_not_the_masks() -> Result<()> {
+    #[derive(Default)]
+    struct Steps(Vec<(String, usize, usize)>);
+    impl Observer for Steps {
+        fn progress(&mut self, p: &Progress) {
+            self.0.push((p.stage.to_string(), p.step, p.total));
+        }
+    }
+    let s = setup(DType::F32);
+    let fe = s.encoder.encode_dataset(&s.forget)?;
+    let re = s.encoder.encode_dataset(&s.retain)?;
+    let sel = |gradient_groups| Selection {
+        gradient_groups,
+        batch_size: 4,
+        ..Selection::default()
+    };
+    let one = select(&s.model, &sel(1), &fe, &re, 2, 1, &mut Silent)?;
+    assert!(one.stats.selected > 0);
+    for groups in [2, 3, 1000] {
+        let mut steps = Steps::default();
+        let many = select(&s.model, &sel(groups), &fe, &re, 2, 1, &mut steps)?;
+        assert_eq!(many.stats, one.stats, "{groups} groups");
+        assert_eq!(many.masks.len(), one.masks.len());
+        for (name, mask) in &one.masks {
+            assert_eq!(
+                many.masks[name].flatten_all()?.to_vec1::<u8>()?,
+                mask.flatten_all()?.to_vec1::<u8>()?,
+                "{name}, {groups} groups"
+            );
+        }
+        for stage in ["saliency retain", "saliency forget"] {
+            let seen: Vec<(usize, usize)> = steps
+                .0
+                .iter()
+                .filter(|(s, ..)| s == stage)
+                .map(|&(_, step, total)| (step, total))
+                .collect();
+            let total = seen[0].1;
+            assert_eq!(
+                seen,
+                (1..=total).map(|i| (i, total)).collect::<Vec<_>>(),
+                "{stage}, {groups} groups"
+            );
+        }
+    }
+    match select(&s.model, &sel(0), &fe, &re, 2, 1, &mut Silent) {
+        Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "selection.gradient_groups"),
+        other => panic!("expected an invalid argument, got {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn losses_equal_hand_computed_values() -> Result<()> {
     let dev = Device::Cpu;
