@@ -6,6 +6,8 @@
 //! server is unreachable.
 
 #[macro_use]
+extern crate grin_store; // backend_tests!
+
 mod common;
 
 mod api;

@@ -8,6 +8,9 @@
 //! `postgres::<name>` (a fresh database from `GRIN_TEST_DATABASE_URL`).
 
 #[macro_use]
+extern crate grin_store; // backend_tests!
+
+// Shared with main.rs, which uses all of it.
 #[allow(dead_code)]
 mod common;
 

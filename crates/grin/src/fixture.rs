@@ -83,6 +83,44 @@ impl Default for TofuMiniConfig {
     }
 }
 
+impl TofuMiniConfig {
+    /// The smallest tofu-mini that still learns its authors (6 authors, 3
+    /// questions each, width 32, 2 layers, no oracle): a few seconds to
+    /// build, for the tests of the crates that run whole jobs on it.
+    pub fn tiny() -> Self {
+        TofuMiniConfig {
+            text: TofuConfig {
+                n_authors: 6,
+                n_holdout: 1,
+                qa_per_author: 3,
+                seed: 7,
+            },
+            vocab_size: 300,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 1,
+            max_position_embeddings: 96,
+            init_std: 0.02,
+            init_seed: 0,
+            finetune: FinetuneConfig {
+                epochs: 3,
+                batch_size: 8,
+                warmup_ratio: 0.0,
+                optimizer: AdamWConfig {
+                    lr: 3e-3,
+                    weight_decay: 0.0,
+                    schedule: Schedule::Constant,
+                    ..AdamWConfig::default()
+                },
+                seed: 0,
+            },
+            oracle: false,
+        }
+    }
+}
+
 /// How well a trained model knows each split (mean answer probability).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SplitScores {

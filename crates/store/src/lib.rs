@@ -43,6 +43,10 @@ pub mod audit;
 mod backend;
 pub mod digest;
 mod error;
+/// The database test harness of this crate's, the API's and the worker's
+/// tests (feature `testing`, dev-dependencies only).
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use digest::hmac_hex;

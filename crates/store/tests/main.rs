@@ -6,6 +6,8 @@
 //! The Postgres tests fail, never skip, when the server is unreachable.
 
 #[macro_use]
+extern crate grin_store; // backend_tests!
+
 mod common;
 
 mod store;

@@ -8,6 +8,8 @@
 //! The tiny tofu-mini model is built once per test binary (a few seconds).
 
 #[macro_use]
+extern crate grin_store; // backend_tests!
+
 mod common;
 
 mod worker;

@@ -1,6 +1,6 @@
-//! Test harness: fresh databases, an app with one key per role, request helpers.
+//! Test harness: the shared database harness of `grin_store::testing`, and
+//! an app with one key per role, request helpers.
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -8,162 +8,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use grin_api::{app, AppState, Limits};
-use grin_store::{NewModel, QueueOptions, Role, Store, StoreOptions};
+pub use grin_store::testing::*;
+use grin_store::{NewModel, Role, Store};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor};
 use tower::ServiceExt;
 use uuid::Uuid;
-
-pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-pub const SECRET: &[u8] = b"test-server-secret";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sqlite,
-    Postgres,
-}
-
-/// Generates `sqlite::<test>` and `postgres::<test>` for each named test
-/// function `async fn(TestDb) -> anyhow::Result<()>` of the calling module.
-macro_rules! backend_tests {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::common::run(crate::common::Kind::Sqlite, super::$name).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::common::run(crate::common::Kind::Postgres, super::$name).await;
-                }
-            )+
-        }
-    };
-}
-
-/// A fresh, migrated database for one test.
-#[derive(Debug)]
-pub struct TestDb {
-    pub kind: Kind,
-    pub url: String,
-}
-
-impl TestDb {
-    pub fn options(&self) -> StoreOptions {
-        let mut options = StoreOptions::new(SECRET);
-        options.queue = QueueOptions {
-            max_attempts: 3,
-            max_batch: 16,
-            backoff_base: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(200),
-        };
-        options
-    }
-
-    pub async fn store(&self) -> Result<Store> {
-        Store::connect(&self.url, self.options())
-            .await
-            .context("connecting a store")
-    }
-
-    /// Rows in a table, counted outside the store.
-    pub async fn count(&self, table: &str) -> Result<i64> {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        Ok(match self.kind {
-            Kind::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url).await?;
-                let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut conn).await?;
-                conn.close().await?;
-                n
-            }
-            Kind::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
-                let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut conn).await?;
-                conn.close().await?;
-                n
-            }
-        })
-    }
-}
-
-pub async fn run<F, Fut>(kind: Kind, test: F)
-where
-    F: FnOnce(TestDb) -> Fut,
-    Fut: Future<Output = Result<()>> + Send + 'static,
-{
-    match kind {
-        Kind::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("grin.db").display());
-            let db = TestDb { kind, url };
-            migrate(&db).await;
-            let outcome = tokio::spawn(test(db)).await;
-            finish(outcome);
-        }
-        Kind::Postgres => {
-            let admin_url = std::env::var("GRIN_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
-            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-                panic!(
-                    "the API tests need Postgres and cannot reach it at {admin_url} ({e}); \
-                     start one or set GRIN_TEST_DATABASE_URL"
-                )
-            });
-            let name = format!("grin_test_{}", Uuid::new_v4().simple());
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("CREATE DATABASE");
-            let db = TestDb {
-                kind,
-                url: with_database(&admin_url, &name),
-            };
-            migrate(&db).await;
-            let outcome = tokio::spawn(test(db)).await;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await
-                .expect("DROP DATABASE");
-            let _ = admin.close().await;
-            finish(outcome);
-        }
-    }
-}
-
-async fn migrate(db: &TestDb) {
-    let store = db.store().await.expect("connect");
-    store.migrate().await.expect("migrate");
-    store.close().await;
-}
-
-fn finish(outcome: Result<Result<()>, tokio::task::JoinError>) {
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e:?}"),
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin_url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
-}
 
 // ---- the app under test -----------------------------------------------------
 

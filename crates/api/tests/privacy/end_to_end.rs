@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use grin::fixture::TofuMiniConfig;
-use grin::tofu::TofuConfig;
-use grin::train::{AdamWConfig, FinetuneConfig, Schedule};
 use grin_store::{NewModel, RequestStatus, VersionStatus, PRODUCTION};
 use grin_worker::{run_once, JobOutcome, WorkerConfig};
 use serde_json::{json, Value};
@@ -25,36 +23,7 @@ backend_tests!(erasure_by_subject_identity_end_to_end);
 fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cfg = TofuMiniConfig {
-            text: TofuConfig {
-                n_authors: 6,
-                n_holdout: 1,
-                qa_per_author: 3,
-                seed: 7,
-            },
-            vocab_size: 300,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_layers: 2,
-            num_heads: 2,
-            num_kv_heads: 1,
-            max_position_embeddings: 96,
-            init_std: 0.02,
-            init_seed: 0,
-            finetune: FinetuneConfig {
-                epochs: 3,
-                batch_size: 8,
-                warmup_ratio: 0.0,
-                optimizer: AdamWConfig {
-                    lr: 3e-3,
-                    weight_decay: 0.0,
-                    schedule: Schedule::Constant,
-                    ..AdamWConfig::default()
-                },
-                seed: 0,
-            },
-            oracle: false,
-        };
+        let cfg = TofuMiniConfig::tiny();
         let root = tempfile::Builder::new()
             .prefix("grin-api-fixture")
             .tempdir()
@@ -179,8 +148,9 @@ async fn erasure_by_subject_identity_end_to_end(db: TestDb) -> Result<()> {
     ensure!(r.json()["request_status"] == "pending", "{}", r.text());
 
     // 3. The worker unlearns the subject's rows on the tiny model.
-    let root = db_dir(&db)?;
-    let report = run_once(&store, &worker_config(root)).await?.context("a job")?;
+    let report = run_once(&store, &worker_config(db.dir.join("checkpoints")))
+        .await?
+        .context("a job")?;
     let JobOutcome::Published { version_id, status, .. } = report.outcome.clone() else {
         anyhow::bail!("expected a published version, got {report:?}");
     };
@@ -272,11 +242,4 @@ async fn erasure_by_subject_identity_end_to_end(db: TestDb) -> Result<()> {
     ensure!(!audit.contains(theirs[0]["answer"].as_str().unwrap_or("?")));
     store.verify_audit().await?;
     Ok(())
-}
-
-/// A checkpoint root private to this test.
-fn db_dir(db: &TestDb) -> Result<PathBuf> {
-    let dir = tempfile::Builder::new().prefix("grin-api-e2e").tempdir()?.keep();
-    let _ = db;
-    Ok(dir.join("checkpoints"))
 }

@@ -41,10 +41,7 @@ async fn purged_payload_is_gone_from_a_full_dump(db: TestDb) -> Result<()> {
         "the dump sees the payload before the purge"
     );
     if db.kind == Kind::Sqlite {
-        ensure!(
-            db.sqlite_file_bytes().await?.contains(&secret),
-            "the files hold the payload"
-        );
+        ensure!(db.sqlite_file_bytes()?.contains(&secret), "the files hold the payload");
     }
 
     let claimed = store.claim("w", Duration::from_secs(30)).await?.context("claim")?;
@@ -81,7 +78,7 @@ async fn purged_payload_is_gone_from_a_full_dump(db: TestDb) -> Result<()> {
     );
     if db.kind == Kind::Sqlite {
         ensure!(
-            !db.sqlite_file_bytes().await?.contains(&secret),
+            !db.sqlite_file_bytes()?.contains(&secret),
             "the files still hold the forget text"
         );
     }

@@ -53,7 +53,7 @@ async fn kill_9_mid_finetune_then_another_worker_completes(db: TestDb) -> Result
         .context("spawning the child worker")?;
     let reached = eventually(Duration::from_secs(120), || async {
         let job = store.get_job(job_id).await?;
-        Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(job))
+        anyhow::Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(job))
     })
     .await;
     child.kill()?; // SIGKILL
@@ -72,7 +72,10 @@ async fn kill_9_mid_finetune_then_another_worker_completes(db: TestDb) -> Result
 
     // Another worker takes over once the lease has expired.
     let cfg = worker_config(&db, "w2");
-    let report = eventually(Duration::from_secs(60), || async { Ok(run_once(&store, &cfg).await?) }).await?;
+    let report = eventually(Duration::from_secs(60), || async {
+        anyhow::Ok(run_once(&store, &cfg).await?)
+    })
+    .await?;
     ensure!(report.job_id == job_id && report.attempt == 2, "{report:?}");
     let JobOutcome::Published { version_id, number, .. } = report.outcome else {
         anyhow::bail!("{report:?}");

@@ -24,7 +24,7 @@ async fn cancel_while_running(db: TestDb) -> Result<()> {
     };
     eventually(Duration::from_secs(120), || async {
         let job = store.get_job(job_id).await?;
-        Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(()))
+        anyhow::Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(()))
     })
     .await
     .context("the job never reached the unlearn stage")?;
@@ -59,7 +59,7 @@ async fn shutdown_releases_the_running_job(db: TestDb) -> Result<()> {
     let worker = tokio::spawn(grin_worker::run(store.clone(), cfg.clone(), rx));
     eventually(Duration::from_secs(120), || async {
         let job = store.get_job(job_id).await?;
-        Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(()))
+        anyhow::Ok((job.progress_stage.as_deref() == Some("unlearn")).then_some(()))
     })
     .await
     .context("the job never reached the unlearn stage")?;
