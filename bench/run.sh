@@ -13,19 +13,23 @@
 #    (`grin bench job`), and the `grin unlearn` command end to end
 #    (evaluation and checkpoint included) under /usr/bin/time;
 # 3. peak memory as a multiple of the weights' bytes: a GRIN job on the
-#    100M model against a dense PyTorch AdamW fine-tune that keeps a
-#    reference model.
+#    100M model (a 4-row request and 40 rows) against a dense PyTorch AdamW
+#    fine-tune that keeps a reference model, each at two batch sizes so the
+#    share of activations can be taken out.
 #
 # Needs: cargo, python3 (a virtual environment with torch and transformers
 # is made in .venv-bench unless PYTHON names an interpreter that has them),
 # and the tofu-mini fixture (built into data/tofu-mini when missing).
 # Writes JSON results under target/bench/ and prints a Markdown summary.
+# SPEED=0 reruns only the jobs and the memory comparison, and summarises
+# them with the speed results an earlier run left in target/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${THREADS:-2}"
+speed="${SPEED:-1}"
 out=target/bench
 mkdir -p "$out"
-rm -f "$out"/*-grin-*.json "$out"/*-torch-*.json
+[ "$speed" = 1 ] && rm -f "$out"/*-grin-*.json "$out"/*-torch-*.json
 export GRIN_THREADS="$threads" RAYON_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 
 cargo build --release -p grin-cli >&2
@@ -68,6 +72,8 @@ cases=(
 rows=()
 for c in "${cases[@]}"; do
   read -r name dir batch seq steps warmup rounds <<<"$c"
+  rows+=("$name step" "$name grad")
+  [ "$speed" = 1 ] || continue
   random=""
   [ "$name" = llama-100m ] && random="--random"
   "$grin" bench ops --model "$dir" --batch "$batch" --seq-len "$seq" --json >"$out/$name-ops.json"
@@ -85,7 +91,6 @@ for c in "${cases[@]}"; do
           --steps "$steps" --warmup "$warmup" --threads "$threads" >"$out/$name-$mode-torch-$policy-$r.json"
       done
     done
-    rows+=("$name $mode")
   done
 done
 
@@ -99,17 +104,34 @@ rm -rf "$out/unlearned-tofu-mini"
   --retain "$fixture/data/retain90.jsonl" --holdout "$fixture/data/holdout.jsonl" \
   --oracle "$fixture/oracle" --out "$out/unlearned-tofu-mini" >"$out/unlearn-cli.txt" 2>"$out/unlearn-cli.time"
 
-echo "== GRIN job on llama-100m (random weights, memory)" >&2
-cat >"$out/job-100m.json.cfg.json" <<'JSON'
-{"selection": {"batch_size": 8, "max_retain_examples": 32},
- "finetune": {"max_steps": 4, "batch_size": 4, "early_stop": null}}
+# Memory of a GRIN job on the 100M model, each case at two batch sizes:
+# activations grow with the batch and the rest does not, so 2 p(b) - p(2b)
+# is the peak without activations. "request": one small deletion request
+# (4 rows, one selection batch); "forget10": 40 rows, several batches;
+# "forget10-groups4": the same with the tensors scored in 4 groups
+# (selection.gradient_groups).
+head -n 4 "$fixture/data/forget10.jsonl" >"$out/forget-request.jsonl"
+for case in "request $out/forget-request.jsonl 1" "forget10 $fixture/data/forget10.jsonl 1" \
+  "forget10-groups4 $fixture/data/forget10.jsonl 4"; do
+  read -r name forget groups <<<"$case"
+  for half in 0 1; do
+    sel=8 ft=4 tag=""
+    [ "$half" = 1 ] && sel=4 ft=2 tag="-half"
+    echo "== GRIN job on llama-100m, $name, batches $sel / $ft (random weights, memory)" >&2
+    cat >"$out/job-100m-$name$tag.cfg.json" <<JSON
+{"selection": {"batch_size": $sel, "max_retain_examples": 32, "gradient_groups": $groups},
+ "finetune": {"max_steps": 4, "batch_size": $ft, "early_stop": null}}
 JSON
-"$grin" bench job --model "$big" --random --forget "$fixture/data/forget10.jsonl" \
-  --retain "$fixture/data/retain90.jsonl" --config "$out/job-100m.json.cfg.json" --json >"$out/job-100m.json"
+    "$grin" bench job --model "$big" --random --forget "$forget" --retain "$fixture/data/retain90.jsonl" \
+      --config "$out/job-100m-$name$tag.cfg.json" --json >"$out/job-100m-$name$tag.json"
+  done
+done
 
 echo "== PyTorch dense AdamW fine-tune with a reference model on llama-100m (memory)" >&2
-"$py" bench/train_step_torch.py "$big" --reference --batch 4 --seq-len 64 --steps 2 --warmup 1 \
-  --threads "$threads" >"$out/torch-dense-100m.json"
+for b in 4 2; do
+  "$py" bench/train_step_torch.py "$big" --reference --batch "$b" --seq-len 64 --steps 2 --warmup 1 \
+    --threads "$threads" >"$out/torch-dense-100m-b$b.json"
+done
 
 "$py" - "$out" "$threads" "${rows[@]}" <<'PY'
 import glob, json, os, platform, re, sys, datetime
@@ -138,24 +160,40 @@ for name in ("tofu-mini", "llama-100m"):
     for r in o["ops"]:
         print(f"| {r['op']} | {r['composed_ms']:.3f} | {r['fused_ms']:.3f} | {r['speedup']:.2f}x |")
     print()
-for name in ("job-tofu-mini.json", "job-100m.json"):
+def job_line(name):
     j = load(name)
     t = j["timings"]
-    print(f"{name}: {j['parameters']:,} params, {j['seconds']:.1f} s in-process "
+    print(f"{name}: {j['parameters']:,} params, {j['forget_examples']} forget / {j['retain_examples']} retain rows, "
+          f"{j['seconds']:.1f} s in-process "
           f"(selection {t.get('selection', 0):.1f} s, reference {t.get('reference', 0):.1f} s, "
           f"noise {t.get('noise', 0):.2f} s, finetune {t.get('finetune', 0):.1f} s, {j['finetune_steps']} steps); "
-          f"weights {j['weights_bytes'] / 1e6:.1f} MB, peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB "
+          f"weights {j['weights_bytes'] / 1e6:.1f} MB, scored {j['scored_fraction']:.3f} of them, "
+          f"peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB "
           f"(process before the model {j['rss_before_model_bytes'] / 1e6:.1f} MB) = "
           f"{j['peak_over_weights']:.2f} x weights above the process baseline")
-    for s in j["stages"]:
-        print(f"  - {s['stage']}: peak {s['peak_rss_bytes'] / 1e6:.1f} MB = {s['peak_over_weights']:.2f} x weights")
+    return j
+job_line("job-tofu-mini.json")
+for case in ("request", "forget10", "forget10-groups4"):
+    full, half = job_line(f"job-100m-{case}.json"), job_line(f"job-100m-{case}-half.json")
+    halves = {s["stage"]: s for s in half["stages"]}
+    print(f"| stage (llama-100m, {case}) | x weights, batches 8 / 4 | x weights, batches 4 / 2 | "
+          f"without activations (2 p(b) - p(2b)) |\n|---|---|---|---|")
+    for s in full["stages"]:
+        h = halves.get(s["stage"])
+        if h is None:
+            continue
+        print(f"| {s['stage']} | {s['peak_over_weights']:.2f} | {h['peak_over_weights']:.2f} | "
+              f"**{2 * h['peak_over_weights'] - s['peak_over_weights']:.2f}** |")
+    print()
 t = open(os.path.join(out, "unlearn-cli.time")).read()
 wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", t)
 peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", t)
 print(f"grin unlearn on tofu-mini (selection, noise, fine-tune, evaluation before/after, save): "
       f"{wall.group(1) if wall else '?'} wall, peak RSS {int(peak.group(1)) / 1e3 if peak else 0:.1f} MB")
-d = load("torch-dense-100m.json")
+d, h = load("torch-dense-100m-b4.json"), load("torch-dense-100m-b2.json")
 print(f"PyTorch dense AdamW + reference model, llama-100m, batch {d['batch']}x{d['seq_len']}: "
       f"weights {d['weights_bytes'] / 1e6:.1f} MB, peak RSS {d['peak_rss_bytes'] / 1e6:.1f} MB "
-      f"(after import {d['rss_before_model_bytes'] / 1e6:.1f} MB) = {d['peak_over_weights']:.2f} x weights above the baseline")
+      f"(after import {d['rss_before_model_bytes'] / 1e6:.1f} MB) = {d['peak_over_weights']:.2f} x weights above the baseline; "
+      f"batch {h['batch']}: {h['peak_over_weights']:.2f} x; without activations "
+      f"{2 * h['peak_over_weights'] - d['peak_over_weights']:.2f} x")
 PY

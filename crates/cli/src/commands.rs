@@ -1305,6 +1305,10 @@ fn bench_job(a: BenchJobArgs) -> Result<()> {
         "forget_examples": report.forget_examples,
         "retain_examples": report.retain_examples,
         "mask_fraction": report.mask.fraction,
+        // Each gradient-sized buffer of the job is this fraction of the
+        // weights (the tensors the selection scores).
+        "scored_parameters": report.mask.scored,
+        "scored_fraction": report.mask.scored as f64 / model.num_parameters().max(1) as f64,
     });
     if a.json {
         println!("{out}");
