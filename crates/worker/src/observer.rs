@@ -52,8 +52,11 @@ impl Stop {
 fn stage_range(stage: &str) -> Option<(f64, f64)> {
     Some(match stage {
         "evaluate before" => (0.0, 10.0),
-        "saliency forget" => (10.0, 15.0),
-        "saliency retain" => (15.0, 20.0),
+        // The retain pass runs first (its gradients become the score's
+        // denominator); with several gradient groups the two alternate and
+        // the percent waits while a later group's retain pass runs.
+        "saliency retain" => (10.0, 15.0),
+        "saliency forget" => (15.0, 20.0),
         "unlearn" => (20.0, 85.0),
         "evaluate after" => (85.0, 95.0),
         "publish" => (95.0, 100.0),
@@ -197,6 +200,11 @@ mod tests {
         };
         obs.progress(&p("evaluate before", 1, 1));
         assert_eq!(rx.borrow().as_ref().unwrap().percent, 10.0);
+        // Saliency in the order it runs: retain, then forget.
+        obs.progress(&p("saliency retain", 2, 2));
+        assert_eq!(rx.borrow().as_ref().unwrap().percent, 15.0);
+        obs.progress(&p("saliency forget", 1, 2));
+        assert_eq!(rx.borrow().as_ref().unwrap().percent, 17.5);
         obs.progress(&p("unlearn", 1, 2));
         let got = rx.borrow().clone().unwrap();
         assert_eq!(got.percent, 52.5);
