@@ -13,9 +13,9 @@
 #    (`grin bench job`), and the `grin unlearn` command end to end
 #    (evaluation and checkpoint included) under /usr/bin/time;
 # 3. peak memory as a multiple of the weights' bytes: a GRIN job on the
-#    100M model (a 4-row request and 40 rows) against a dense PyTorch AdamW
-#    fine-tune that keeps a reference model, each at two batch sizes so the
-#    share of activations can be taken out.
+#    100M model (a 4-row request; 40 rows; 40 rows in 4 gradient groups)
+#    against a dense PyTorch AdamW fine-tune that keeps a reference model,
+#    each at two batch sizes so the share of activations can be taken out.
 #
 # Needs: cargo, python3 (a virtual environment with torch and transformers
 # is made in .venv-bench unless PYTHON names an interpreter that has them),
