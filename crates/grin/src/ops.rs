@@ -55,7 +55,15 @@ pub(crate) trait Real:
     fn fexp(self) -> Self;
     fn fsqrt(self) -> Self;
     fn fln(self) -> Self;
-    fn fmax(self, other: Self) -> Self;
+    /// The larger of the two; `self` when they are unordered (NaN).
+    #[inline(always)]
+    fn fmax(self, other: Self) -> Self {
+        if other > self {
+            other
+        } else {
+            self
+        }
+    }
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn storage(v: Vec<Self>) -> CpuStorage;
 }
@@ -104,14 +112,6 @@ impl Real for f32 {
     fn fln(self) -> Self {
         self.ln()
     }
-    #[inline(always)]
-    fn fmax(self, other: Self) -> Self {
-        if other > self {
-            other
-        } else {
-            self
-        }
-    }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {
             CpuStorage::F32(v) => Some(v),
@@ -139,14 +139,6 @@ impl Real for f64 {
     }
     fn fln(self) -> Self {
         self.ln()
-    }
-    #[inline(always)]
-    fn fmax(self, other: Self) -> Self {
-        if other > self {
-            other
-        } else {
-            self
-        }
     }
     fn slice(s: &CpuStorage) -> Option<&[Self]> {
         match s {

@@ -230,28 +230,6 @@ impl Masks {
     }
 }
 
-/// Mean over batches of the gradient of the mean answer NLL, for the named
-/// tensors only (the rest are constants during the pass). Each batch's
-/// gradients are added to the running sums and freed tensor by tensor, and
-/// its graph is dropped before the next batch, so the pass holds the sums,
-/// one batch's gradients and one batch's activations.
-pub fn mean_gradients(
-    model: &Model,
-    names: &BTreeSet<String>,
-    examples: &[Encoded],
-    pad_id: u32,
-    batch_size: usize,
-    observer: &mut dyn Observer,
-    stage: &'static str,
-) -> Result<BTreeMap<String, Tensor>> {
-    let pass = PassProgress {
-        stage,
-        first_step: 0,
-        total: examples.len().div_ceil(batch_size.max(1)),
-    };
-    pass_mean_gradients(model, names, examples, pad_id, batch_size, observer, pass)
-}
-
 /// Where the batches of one gradient pass fall in the progress of their
 /// stage (a stage has one pass per tensor group).
 #[derive(Debug, Clone, Copy)]
@@ -261,7 +239,12 @@ struct PassProgress {
     total: usize,
 }
 
-fn pass_mean_gradients(
+/// Mean over batches of the gradient of the mean answer NLL, for the named
+/// tensors only (the rest are constants during the pass). Each batch's
+/// gradients are added to the running sums and freed tensor by tensor, and
+/// its graph is dropped before the next batch, so the pass holds the sums,
+/// one batch's gradients and one batch's activations.
+fn mean_gradients(
     model: &Model,
     names: &BTreeSet<String>,
     examples: &[Encoded],
@@ -371,7 +354,7 @@ fn group_ratio_scores(
             total: groups * batches,
         }
     };
-    let g_r = pass_mean_gradients(
+    let g_r = mean_gradients(
         model,
         names,
         retain,
@@ -384,7 +367,7 @@ fn group_ratio_scores(
     for (name, g) in g_r {
         denominators.insert(name, (g.abs()? + eps)?);
     }
-    let mut g_f = pass_mean_gradients(
+    let mut g_f = mean_gradients(
         model,
         names,
         forget,

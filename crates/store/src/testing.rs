@@ -82,11 +82,6 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// [`store_options`], to adjust before [`TestDb::store_with`].
-    pub fn options(&self) -> StoreOptions {
-        store_options()
-    }
-
     /// A new store (own connection pool) on this database, with
     /// [`store_options`].
     pub async fn store(&self) -> Result<Store> {

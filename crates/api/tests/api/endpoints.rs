@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::common::{TestApp, TestDb};
+use crate::common::{store_options, TestApp, TestDb};
 
 backend_tests!(
     request_lifecycle_with_certificate,
@@ -572,7 +572,7 @@ async fn callbacks_are_signed_and_delivered(db: TestDb) -> Result<()> {
 /// scrape time (a worker in another process needs no metrics endpoint),
 /// and scraping twice does not count anything twice.
 async fn work_metrics_come_from_the_store(db: TestDb) -> Result<()> {
-    let mut options = db.options();
+    let mut options = store_options();
     options.queue.backoff_base = Duration::from_millis(1);
     options.queue.backoff_max = Duration::from_millis(1);
     let t = TestApp::new(&db).await?;

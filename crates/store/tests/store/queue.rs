@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::common::{eventually, new_model, new_request, new_version, TestDb, ADMIN};
+use crate::common::{eventually, new_model, new_request, new_version, store_options, TestDb, ADMIN};
 
 backend_tests!(
     concurrent_claimers_claim_each_job_once,
@@ -34,7 +34,7 @@ async fn concurrent_claimers_claim_each_job_once(db: TestDb) -> Result<()> {
     const MODELS: usize = 8;
     const JOBS_PER_MODEL: usize = 4;
     const CLAIMERS: usize = 8;
-    let mut options = db.options();
+    let mut options = store_options();
     options.queue.max_batch = 1; // one request per job
     let store = db.store_with(options.clone()).await?;
     let mut job_ids = BTreeSet::new();
@@ -168,7 +168,7 @@ async fn expired_lease_returns_job_to_queue_and_it_completes_once(db: TestDb) ->
 }
 
 async fn claim_respects_run_after_backoff_and_max_attempts(db: TestDb) -> Result<()> {
-    let mut options = db.options();
+    let mut options = store_options();
     options.queue.backoff_base = Duration::from_millis(600);
     options.queue.backoff_max = Duration::from_secs(10);
     options.queue.max_attempts = 3;
@@ -220,7 +220,7 @@ async fn claim_respects_run_after_backoff_and_max_attempts(db: TestDb) -> Result
 /// A worker that shuts down hands its job back: runnable at once, the
 /// attempt not counted, so repeated shutdowns never exhaust a job.
 async fn released_job_is_runnable_at_once_and_keeps_its_attempts(db: TestDb) -> Result<()> {
-    let mut options = db.options();
+    let mut options = store_options();
     options.queue.backoff_base = Duration::from_secs(600);
     options.queue.max_attempts = 2;
     let store = db.store_with(options).await?;
@@ -436,7 +436,7 @@ async fn publishing_is_idempotent(db: TestDb) -> Result<()> {
 }
 
 async fn requests_coalesce_into_one_job_up_to_max_batch(db: TestDb) -> Result<()> {
-    let mut options = db.options();
+    let mut options = store_options();
     options.queue.max_batch = 3;
     let store = db.store_with(options).await?;
     store.create_model(&new_model("m"), ADMIN).await?;
